@@ -1,0 +1,28 @@
+# Two commands for a fresh machine: `make demo` (the main job on the embedded
+# defaults) and `make test`. Both create the virtual environment they need.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test venv clean-demo lint
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mmd demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean-demo:
+	rm -rf data reports inbox/demo

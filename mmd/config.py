@@ -1,0 +1,269 @@
+"""params.yaml -> frozen, typed configuration; an unknown or mistyped key is an error.
+
+Every stage reads only its own section, so DVC reruns exactly what a change touches.
+Relative paths in the file are resolved against the folder that holds the file, so the
+same code runs against any configuration (`mmd --params other.yaml …`). Secrets never
+live here: a source names the environment variable that holds its key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+# --------------------------------------------------------------------------- paths
+class PathsConfig(_Strict):
+    data: str = "data"
+    reports: str = "reports"
+
+
+# --------------------------------------------------------------------------- http
+class HttpConfig(_Strict):
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(3, ge=0, le=10)
+    backoff_s: float = Field(0.5, ge=0)
+    max_bytes: int = Field(20_000_000, gt=0)
+    user_agent: str = "mmd/0.1 (+https://github.com/mmd-platform/mmd)"
+
+
+class ImageConfig(_Strict):
+    max_bytes: int = Field(10_000_000, gt=0)
+    max_pixels: int = Field(40_000_000, gt=0)
+    max_side: int = Field(20_000, gt=0)
+    formats: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
+
+
+# --------------------------------------------------------------------------- sources
+class MemeSpec(_Strict):
+    """How one meme dataset's jsonl fields map onto an item."""
+
+    id_field: str = "id"
+    text_field: str = "text"
+    image_field: str = "img"
+    label_field: str = "label"
+    # labels may be a list (HarMeme puts the verdict first, the target second)
+    label_index: int | None = None
+    # original label (as a string) -> binary target (1 = harmful / misinformation)
+    labels: dict[str, int] = Field(default_factory=lambda: {"0": 0, "1": 1})
+    # where image paths in the jsonl are relative to: the jsonl's folder or images_dir
+    image_prefix_strip: str = ""
+
+
+MEME_PRESETS: dict[str, MemeSpec] = {
+    # HarMeme (Pramanick et al. 2021): {"id","image","labels":[verdict,target],"text"}
+    "harmeme": MemeSpec(
+        image_field="image",
+        label_field="labels",
+        label_index=0,
+        labels={"not harmful": 0, "somewhat harmful": 1, "very harmful": 1},
+    ),
+    # Hateful Memes (Kiela et al. 2020): {"id","img":"img/42953.png","label","text"}
+    "hateful_memes": MemeSpec(image_field="img", label_field="label", image_prefix_strip="img/"),
+    # MAMI (SemEval-2022 task 5) in jsonl form: {"file_name","Text Transcription","misogynous"}
+    "mami": MemeSpec(
+        id_field="file_name",
+        text_field="Text Transcription",
+        image_field="file_name",
+        label_field="misogynous",
+    ),
+    # the form the inbox and the demo generator use
+    "generic": MemeSpec(image_field="image", label_field="label"),
+}
+
+
+class _SourceBase(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+    enabled: bool = True
+
+
+class ClaimReviewSource(_SourceBase):
+    type: Literal["claimreview"]
+    # a file, a folder of files, or an http(s) URL; the format is sniffed per file
+    location: str
+
+
+class FactCheckApiSource(_SourceBase):
+    type: Literal["factcheck_api"]
+    endpoint: str = "https://factchecktools.googleapis.com/v1alpha1/claims:search"
+    query: str | None = None
+    publisher: str | None = None
+    language: str | None = None
+    max_age_days: int | None = Field(None, gt=0)
+    page_size: int = Field(50, gt=0, le=1000)
+    max_pages: int = Field(20, gt=0)
+    api_key_env: str = "GOOGLE_FACTCHECK_API_KEY"
+
+    @model_validator(mode="after")
+    def _needs_a_filter(self) -> "FactCheckApiSource":
+        if not self.query and not self.publisher:
+            raise ValueError("factcheck_api needs `query` or `publisher` (the API requires one)")
+        return self
+
+
+class MemeSource(_SourceBase):
+    type: Literal["memes"]
+    # one or more jsonl files, relative to the params file
+    files: tuple[str, ...]
+    images_dir: str
+    preset: Literal["harmeme", "hateful_memes", "mami", "generic"] | None = "generic"
+    spec: MemeSpec | None = None  # overrides the preset
+    # split per file name stem when not given: train.jsonl -> train
+    split_from_filename: bool = True
+
+    def mapping(self) -> MemeSpec:
+        if self.spec is not None:
+            return self.spec
+        return MEME_PRESETS[self.preset or "generic"]
+
+
+class MediaEvalSource(_SourceBase):
+    type: Literal["mediaeval"]
+    file: str
+    images_dir: str
+    # posts whose images are all missing: keep them as text-only posts, or skip them
+    missing_images: Literal["text_only", "skip"] = "text_only"
+    labels: dict[str, int] = Field(default_factory=lambda: {"fake": 1, "real": 0})
+    split: str | None = "train"
+
+
+class InboxSource(_SourceBase):
+    type: Literal["inbox"]
+    path: str
+    meme_preset: Literal["harmeme", "hateful_memes", "mami", "generic"] = "generic"
+    mediaeval_missing_images: Literal["text_only", "skip"] = "text_only"
+
+
+SourceConfig = Annotated[
+    Union[ClaimReviewSource, FactCheckApiSource, MemeSource, MediaEvalSource, InboxSource],
+    Field(discriminator="type"),
+]
+
+
+class IngestConfig(_Strict):
+    sources: tuple[SourceConfig, ...] = ()
+    http: HttpConfig = HttpConfig()
+    images: ImageConfig = ImageConfig()
+    # fact-check verdict wording (lower-cased, whitespace collapsed) -> binary target;
+    # anything not in the table leaves the item unlabeled and is counted, never guessed
+    ratings: dict[str, int] = Field(default_factory=dict)
+    # a record larger than this (bytes of its text) is quarantined at the door
+    max_text_bytes: int = Field(1_000_000, gt=0)
+    # drop an item whose image bytes, text and label equal an accepted item's
+    dedupe_by_image: bool = True
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "IngestConfig":
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        for verdict, target in self.ratings.items():
+            if target not in (0, 1):
+                raise ValueError(f"ratings[{verdict!r}] must be 0 or 1, got {target}")
+        return self
+
+
+# --------------------------------------------------------------------------- validate
+class KindRules(_Strict):
+    text_min_chars: int = Field(1, ge=0)
+    text_max_chars: int = Field(5_000, gt=0)
+    image_required: bool = False
+    url_required: bool = False
+    # batch level: share of positive labels among labeled items must lie in [lo, hi]
+    label_share: tuple[float, float] = (0.0, 1.0)
+
+
+class ValidateConfig(_Strict):
+    kinds: dict[Literal["fact_check", "meme", "post"], KindRules] = Field(
+        default_factory=lambda: {
+            "fact_check": KindRules(text_max_chars=2_000, url_required=True),
+            "meme": KindRules(text_max_chars=2_000, image_required=True),
+            "post": KindRules(text_max_chars=5_000),
+        }
+    )
+    min_items: int = Field(1, ge=0)
+    # the stage fails when fewer than this share of rows pass the row-level checks
+    min_pass_rate: float = Field(0.5, ge=0, le=1)
+
+
+# --------------------------------------------------------------------------- demo
+class DemoConfig(_Strict):
+    seed: int = 0
+    memes: int = Field(60, ge=0)
+    claims: int = Field(40, ge=0)
+    posts: int = Field(40, ge=0)
+
+
+# --------------------------------------------------------------------------- root
+class Params(_Strict):
+    paths: PathsConfig = PathsConfig()
+    ingest: IngestConfig = IngestConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    demo: DemoConfig = DemoConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Settings:
+    """Params plus the folder they were read from: resolves every path in one place."""
+
+    def __init__(self, params: Params, root: Path, params_file: Path | None = None):
+        self.params = params
+        self.root = root.resolve()
+        self.params_file = params_file
+
+    def path(self, value: str | Path) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else (self.root / p)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.params.paths.data)
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.path(self.params.paths.reports)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown key")
+        else:
+            lines.append(f"  {loc}: {e['msg']} (got {e.get('input')!r:.80})")
+    return "\n".join(lines)
+
+
+def parse_params(data: dict | None, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_settings(path: str | Path = "params.yaml") -> Settings:
+    """Read a params file; a missing file or a bad key raises ConfigError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such params file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return Settings(parse_params(data, str(path)), path.resolve().parent, path.resolve())

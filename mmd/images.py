@@ -1,0 +1,108 @@
+"""Images: decoded and checked before anything trusts them, then stored content-addressed."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from mmd.config import ImageConfig
+from mmd.items import sha256_hex
+
+
+class ImageRejected(ValueError):
+    """An image that may not enter; `code` is a stable quarantine reason code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    sha256: str
+    rel_path: str  # relative to the data root
+    width: int
+    height: int
+    format: str
+
+
+def resolve_inside(root: Path, reference: str) -> Path:
+    """The file `reference` names under `root`; a reference that escapes `root` is rejected."""
+    if not reference or "\x00" in reference:
+        raise ImageRejected("image_bad_path", f"unusable image reference {reference!r}")
+    root = root.resolve()
+    candidate = (root / reference).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise ImageRejected("image_path_escape", f"image path {reference!r} points outside {root}")
+    return candidate
+
+
+def check_image(data: bytes, cfg: ImageConfig) -> tuple[int, int, str]:
+    """Decode fully and check format, size and dimensions; returns (width, height, format)."""
+    if not data:
+        raise ImageRejected("image_empty", "image file is empty (0 bytes)")
+    if len(data) > cfg.max_bytes:
+        raise ImageRejected("image_too_large", f"image is {len(data)} bytes, over the {cfg.max_bytes}-byte cap")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format or "?"
+            width, height = img.size
+            # the header alone tells the size: refuse bombs before decoding a pixel
+            if width * height > cfg.max_pixels or max(width, height) > cfg.max_side:
+                raise ImageRejected(
+                    "image_too_many_pixels",
+                    f"image is {width}x{height}, over the {cfg.max_pixels}-pixel / {cfg.max_side}-side limit",
+                )
+            if fmt not in cfg.formats:
+                raise ImageRejected("image_bad_format", f"image format {fmt} is not one of {', '.join(cfg.formats)}")
+            img.load()  # a truncated file fails here
+    except ImageRejected:
+        raise
+    except UnidentifiedImageError:
+        raise ImageRejected("image_not_an_image", "the file is not an image any decoder recognises") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected("image_too_many_pixels", f"decompression-bomb guard: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected("image_truncated", f"image does not decode: {exc}") from None
+    if width < 1 or height < 1:
+        raise ImageRejected("image_bad_dimensions", f"image has no pixels ({width}x{height})")
+    return width, height, fmt
+
+
+class ImageStore:
+    """Checked images under `<data>/images/<sha[:2]>/<sha>.<ext>`; the same bytes are stored once."""
+
+    EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
+
+    def __init__(self, data_root: Path, cfg: ImageConfig):
+        self.data_root = data_root
+        self.root = data_root / "images"
+        self.cfg = cfg
+
+    def put(self, data: bytes) -> StoredImage:
+        width, height, fmt = check_image(data, self.cfg)
+        digest = sha256_hex(data)
+        rel = Path("images") / digest[:2] / f"{digest}.{self.EXT.get(fmt, 'img')}"
+        target = self.data_root / rel
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+        return StoredImage(digest, rel.as_posix(), width, height, fmt)
+
+    def put_file(self, root: Path, reference: str) -> StoredImage:
+        """Check and store the image `reference` names under `root`."""
+        path = resolve_inside(root, reference)
+        if not path.is_file():
+            raise ImageRejected("image_missing", f"image {reference!r} not found under {root}")
+        size = path.stat().st_size
+        if size > self.cfg.max_bytes:
+            raise ImageRejected("image_too_large", f"image is {size} bytes, over the {self.cfg.max_bytes}-byte cap")
+        return self.put(path.read_bytes())

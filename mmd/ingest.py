@@ -1,0 +1,227 @@
+"""Ingest: pull every enabled source, dedupe, and append to the items snapshot.
+
+Writes under `<data>/ingested/`: `items.parquet` (every accepted item so far),
+`quarantine.parquet` (bad input with reasons), `duplicates.parquet` (what was seen
+again, pointing at the item it repeats), and `<data>/state/watermarks.json`. Each run
+reconciles per source: in = accepted + quarantined + duplicates + skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmd.config import Settings
+from mmd.images import ImageStore
+from mmd.items import ITEM_SCHEMA, Item, items_to_table, normalise_text, now_iso, read_table, sha256_hex, write_table
+from mmd.quarantine import QuarantineRecord, append_records, quarantine
+from mmd.sources import SourceContext, Skipped, reader
+from mmd.util import progress, write_json
+
+
+@dataclass
+class SourceReport:
+    name: str
+    type: str
+    seen: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    unknown_ratings: Counter = field(default_factory=Counter)
+    counters: Counter = field(default_factory=Counter)
+    error: str | None = None
+
+    @property
+    def reconciled(self) -> bool:
+        return self.seen == self.accepted + self.quarantined + self.duplicates + self.skipped
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "in": self.seen,
+            "accepted": self.accepted,
+            "quarantined": self.quarantined,
+            "duplicates": self.duplicates,
+            "skipped": self.skipped,
+            "reconciled": self.reconciled,
+            "quarantine_reasons": dict(self.reasons),
+            "unknown_ratings": dict(self.unknown_ratings),
+            "counters": dict(self.counters),
+            "error": self.error,
+        }
+
+
+@dataclass
+class IngestResult:
+    sources: list[SourceReport]
+    items_path: Path
+    quarantine_path: Path
+    duplicates_path: Path
+    total_items: int
+    started_at: str
+    finished_at: str
+
+    @property
+    def accepted(self) -> int:
+        return sum(s.accepted for s in self.sources)
+
+    def to_dict(self) -> dict:
+        keys = ("seen", "accepted", "quarantined", "duplicates", "skipped")
+        return {
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "totals": {("in" if k == "seen" else k): sum(getattr(s, k) for s in self.sources) for k in keys},
+            "reconciled": all(s.reconciled for s in self.sources),
+            "total_items": self.total_items,
+            "sources": [s.to_dict() for s in self.sources],
+        }
+
+
+def paths(settings: Settings) -> dict[str, Path]:
+    d = settings.data_dir
+    return {
+        "items": d / "ingested" / "items.parquet",
+        "quarantine": d / "ingested" / "quarantine.parquet",
+        "duplicates": d / "ingested" / "duplicates.parquet",
+        "watermarks": d / "state" / "watermarks.json",
+        "report": settings.reports_dir / "ingest.json",
+    }
+
+
+def image_key(item: Item) -> str | None:
+    """Same image bytes, same text, same label: the same meme dropped in twice."""
+    if not item.image_sha256:
+        return None
+    return sha256_hex(f"{item.kind}\x1f{item.image_sha256}\x1f{normalise_text(item.text)}\x1f{item.label}")
+
+
+class _Deduper:
+    """Knows every accepted item by id and by image key, across runs."""
+
+    def __init__(self, existing: pa.Table, by_image: bool):
+        self.by_image = by_image
+        self.content = dict(zip(existing.column("id").to_pylist(), existing.column("content_hash").to_pylist()))
+        self.images: dict[str, str] = {}
+        if by_image and existing.num_rows:
+            for row in existing.select(["id", "kind", "image_sha256", "text", "label"]).to_pylist():
+                key = image_key(Item(id=row["id"], source="", source_family="", kind=row["kind"], text=row["text"],
+                                     image_sha256=row["image_sha256"], label=row["label"]))
+                if key:
+                    self.images.setdefault(key, row["id"])
+
+    def check(self, item: Item) -> tuple[str, str | None]:
+        """('new' | 'duplicate_id' | 'duplicate_image' | 'id_conflict', the item it repeats)."""
+        known = self.content.get(item.id)
+        if known is not None:
+            return ("duplicate_id" if known == item.content_hash else "id_conflict"), item.id
+        key = image_key(item) if self.by_image else None
+        if key and key in self.images:
+            return "duplicate_image", self.images[key]
+        return "new", None
+
+    def add(self, item: Item) -> None:
+        self.content[item.id] = item.content_hash
+        key = image_key(item) if self.by_image else None
+        if key:
+            self.images.setdefault(key, item.id)
+
+
+def run_ingest(settings: Settings, only: list[str] | None = None, show_progress: bool = True) -> IngestResult:
+    """Pull new records from every enabled source (or those named in `only`)."""
+    cfg = settings.params.ingest
+    p = paths(settings)
+    started = now_iso()
+    existing = read_table(p["items"], ITEM_SCHEMA)
+    dedupe = _Deduper(existing, cfg.dedupe_by_image)
+    watermarks = json.loads(p["watermarks"].read_text()) if p["watermarks"].exists() else {}
+    images = ImageStore(settings.data_dir, cfg.images)
+
+    names = {s.name for s in cfg.sources}
+    unknown = sorted(set(only or []) - names)
+    if unknown:
+        raise ValueError(f"no source named {', '.join(unknown)} in the params (have: {', '.join(sorted(names)) or 'none'})")
+
+    new_items: list[Item] = []
+    bad: list[QuarantineRecord] = []
+    dupes: list[QuarantineRecord] = []
+    reports: list[SourceReport] = []
+    for source in cfg.sources:
+        if not source.enabled or (only and source.name not in only):
+            continue
+        report = SourceReport(source.name, source.type)
+        state = json.loads(json.dumps(watermarks.get(source.name, {})))  # a copy: kept only on success
+        ctx = SourceContext(settings, cfg, source.name, source.type, images, state)
+        try:
+            for result in progress(reader(source.type)(ctx, source), f"ingest {source.name}", show_progress):
+                report.seen += 1
+                if isinstance(result, QuarantineRecord):
+                    report.quarantined += 1
+                    report.reasons[result.reason_code] += 1
+                    bad.append(result)
+                elif isinstance(result, Skipped):
+                    report.skipped += 1
+                    report.counters[f"skipped_{result.reason_code}"] += 1
+                else:
+                    verdict, other = dedupe.check(result)
+                    if verdict == "new":
+                        dedupe.add(result)
+                        new_items.append(result)
+                        report.accepted += 1
+                    elif verdict == "id_conflict":
+                        report.quarantined += 1
+                        report.reasons["id_conflict"] += 1
+                        bad.append(ctx.quarantine(
+                            "id_conflict",
+                            f"another record already has id {result.id} with different content; the first is kept",
+                            result.native_id or result.id, json.dumps(result.to_row(), ensure_ascii=False), result.id,
+                        ))
+                    else:
+                        report.duplicates += 1
+                        report.counters[verdict] += 1
+                        dupes.append(quarantine("ingest", source.name, verdict, f"repeats item {other}",
+                                                result.native_id or result.id, result.content_hash, other))
+        except Exception as exc:  # a broken source must not take the others down with it
+            report.error = f"{type(exc).__name__}: {exc}"
+            report.seen += 1
+            report.quarantined += 1
+            report.reasons["source_error"] += 1
+            bad.append(ctx.quarantine("source_error", f"the source stopped: {report.error}", source.name))
+        else:
+            watermarks[source.name] = {**state, "last_run": started}
+        report.unknown_ratings = ctx.unknown_ratings
+        report.counters.update(ctx.counters)
+        reports.append(report)
+
+    # the tables first, the watermark last: a crash in between re-reads, and dedupe absorbs it
+    if new_items:
+        write_table(pa.concat_tables([existing, items_to_table(new_items)]), p["items"])
+    elif not p["items"].exists():
+        write_table(existing, p["items"])
+    append_records(p["quarantine"], bad)
+    append_records(p["duplicates"], dupes)
+    write_json(p["watermarks"], watermarks)
+    result = IngestResult(
+        reports, p["items"], p["quarantine"], p["duplicates"], existing.num_rows + len(new_items), started, now_iso()
+    )
+    write_json(p["report"], result.to_dict())
+    return result
+
+
+def item_counts(table: pa.Table) -> dict[str, dict[str, int]]:
+    """Items per source, kind and label: what `mmd status` shows."""
+    out: dict[str, dict[str, int]] = {}
+    for col in ("source", "kind", "label"):
+        if table.num_rows:
+            vc = pc.value_counts(table.column(col)).to_pylist()
+            out[col] = {str(v["values"]): v["counts"] for v in vc}
+        else:
+            out[col] = {}
+    return out

@@ -1,0 +1,236 @@
+"""Validate the ingested snapshot with Great Expectations; quarantine failing rows with reasons.
+
+Reads `<data>/ingested/items.parquet`, writes `<data>/validated/items.parquet` and
+`<data>/validated/quarantine.parquet`, and `reports/validation.{json,html}`.
+Reconciles: in = accepted + quarantined. A batch-level failure (an empty batch, a label
+share out of bounds, too low a pass rate) raises `ValidationFailed` after the reports
+are written, with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from mmd.config import Settings
+from mmd.items import ITEM_SCHEMA, now_iso, read_table, write_table
+from mmd.quarantine import QuarantineRecord, append_records, quarantine
+from mmd.util import write_json
+from mmd.validate.suites import ADVICE, batch_expectations, row_expectations
+
+
+class ValidationFailed(RuntimeError):
+    """The batch as a whole may not go on; the message says why and what to do."""
+
+
+@dataclass
+class BatchCheck:
+    kind: str
+    expectation: str
+    success: bool
+    observed: object
+    advice: str = ""
+
+
+@dataclass
+class ValidationResult:
+    total: int
+    accepted: int
+    quarantined: int
+    per_kind: dict[str, dict[str, int]]
+    reasons: dict[str, int]
+    batch_checks: list[BatchCheck]
+    failures: list[str] = field(default_factory=list)
+    items_path: Path | None = None
+    quarantine_path: Path | None = None
+    report_path: Path | None = None
+    html_path: Path | None = None
+
+    @property
+    def pass_rate(self) -> float:
+        return self.accepted / self.total if self.total else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {
+            "in": self.total,
+            "accepted": self.accepted,
+            "quarantined": self.quarantined,
+            "reconciled": self.total == self.accepted + self.quarantined,
+            "pass_rate": round(self.pass_rate, 6),
+            "passed": self.passed,
+            "failures": self.failures,
+            "per_kind": self.per_kind,
+            "quarantine_reasons": self.reasons,
+            "batch_checks": [
+                {"kind": c.kind, "expectation": c.expectation, "success": c.success, "observed": c.observed, "advice": c.advice}
+                for c in self.batch_checks
+            ],
+        }
+
+
+def paths(settings: Settings) -> dict[str, Path]:
+    d = settings.data_dir
+    return {
+        "input": d / "ingested" / "items.parquet",
+        "items": d / "validated" / "items.parquet",
+        "quarantine": d / "validated" / "quarantine.parquet",
+        "report": settings.reports_dir / "validation.json",
+        "html": settings.reports_dir / "validation.html",
+    }
+
+
+def _context():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return ctx
+
+
+def prepare(df: pd.DataFrame, data_root: Path) -> pd.DataFrame:
+    """Columns the expectations read that are derived from an item's fields."""
+    out = df.copy()
+    out["_row"] = range(len(out))
+    out["text_stripped"] = out["text"].fillna("").str.strip()
+    out["language_primary"] = out["language"].map(lambda s: s.split("-")[0].split("_")[0].lower() if isinstance(s, str) else None)
+    out["image_ok"] = out["image_path"].map(lambda p: True if not isinstance(p, str) else (data_root / p).is_file())
+    return out
+
+
+def _describe(exp) -> str:
+    given = exp.configuration.kwargs
+    kw = {k: v for k, v in given.items()
+          if v is not None and (k in ("min_value", "max_value", "regex") or (k == "value_set" and len(v) <= 5))}
+    col = given.get("column")
+    args = ", ".join([*([col] if col else []), *(f"{k}={v}" for k, v in kw.items())])
+    return f"{exp.expectation_type}({args})"
+
+
+def validate_frame(df: pd.DataFrame, settings: Settings) -> tuple[dict[int, list[str]], list[BatchCheck]]:
+    """Run the suites; returns {row: [failed expectations]} and the batch-level checks."""
+    cfg = settings.params.validate_
+    ctx = _context()
+    source = ctx.data_sources.add_pandas("items")
+    failures: dict[int, list[str]] = defaultdict(list)
+    checks: list[BatchCheck] = []
+    prepared = prepare(df, settings.data_dir)
+    for kind, part in prepared.groupby("kind", sort=True):
+        if kind not in cfg.kinds:
+            for row in part["_row"]:
+                failures[int(row)].append(f"kind {kind!r} has no validation rules (validate.kinds)")
+            continue
+        rules = cfg.kinds[kind]
+        batch = source.add_dataframe_asset(f"kind_{kind}").add_batch_definition_whole_dataframe("all").get_batch(
+            batch_parameters={"dataframe": part.reset_index(drop=True)}
+        )
+        fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]}
+        for exp in row_expectations(kind, rules):
+            res = batch.validate(exp, result_format=fmt)
+            if res.exception_info and res.exception_info.get("raised_exception"):
+                raise RuntimeError(f"expectation {exp.expectation_type} could not run: {res.exception_info['exception_message']}")
+            for hit in res.result.get("unexpected_index_list") or []:
+                failures[int(hit["_row"])].append(_describe(exp))
+        for exp in batch_expectations(kind, rules, 1):
+            if exp.expectation_type == "expect_column_mean_to_be_between" and part["label"].notna().sum() == 0:
+                continue  # nothing labeled: a share of nothing is not a finding
+            res = batch.validate(exp)
+            checks.append(BatchCheck(kind, _describe(exp), bool(res.success), res.result.get("observed_value"),
+                                     "" if res.success else ADVICE.get(exp.expectation_type, "")))
+    return failures, checks
+
+
+def run_validate(settings: Settings) -> ValidationResult:
+    cfg = settings.params.validate_
+    p = paths(settings)
+    table = read_table(p["input"], ITEM_SCHEMA)
+    df = table.to_pandas(types_mapper={pa.int8(): pd.Int8Dtype(), pa.int32(): pd.Int32Dtype()}.get)
+    failures, checks = validate_frame(df, settings) if len(df) else ({}, [])
+
+    bad_rows = sorted(failures)
+    records: list[QuarantineRecord] = []
+    reasons: Counter = Counter()
+    for row in bad_rows:
+        item = df.iloc[row]
+        why = sorted(set(failures[row]))
+        reasons.update(w.split("(")[0] for w in why)
+        raw = json.dumps({k: (None if pd.isna(v) else v) for k, v in item.items()}, default=str, ensure_ascii=False)
+        records.append(quarantine(
+            "validate", str(item["source"]), why[0].split("(")[0], "; ".join(why), str(item["id"]), raw, str(item["id"]),
+            blob_dir=settings.data_dir / "quarantine" / "raw", data_root=settings.data_dir,
+        ))
+    keep = pd.Series(True, index=df.index)
+    keep.iloc[bad_rows] = False
+    accepted = table.filter(pa.array(keep.to_numpy()))
+    write_table(accepted, p["items"])
+    # derived from the whole snapshot each run, so rewritten rather than appended
+    p["quarantine"].unlink(missing_ok=True)
+    append_records(p["quarantine"], records)
+
+    per_kind: dict[str, dict[str, int]] = {}
+    for kind, part in df.groupby("kind"):
+        bad = sum(1 for r in bad_rows if df.iloc[r]["kind"] == kind)
+        per_kind[str(kind)] = {"in": len(part), "accepted": len(part) - bad, "quarantined": bad}
+    result = ValidationResult(len(df), accepted.num_rows, len(records), per_kind, dict(reasons), checks,
+                              items_path=p["items"], quarantine_path=p["quarantine"], report_path=p["report"], html_path=p["html"])
+    if len(df) < cfg.min_items:
+        result.failures.append(
+            f"the batch has {len(df)} items, fewer than validate.min_items={cfg.min_items}: "
+            "ingest found nothing to validate; check the sources with `mmd status` and run `mmd ingest`"
+        )
+    for c in checks:
+        if not c.success:
+            result.failures.append(f"{c.kind}: {c.expectation} failed (observed {c.observed}): {c.advice}")
+    if len(df) and result.pass_rate < cfg.min_pass_rate:
+        result.failures.append(
+            f"only {result.pass_rate:.1%} of rows passed, below validate.min_pass_rate={cfg.min_pass_rate}: "
+            f"read the quarantine reasons ({p['quarantine']}) and fix the source or its mapping"
+        )
+    write_json(p["report"], {"validated_at": now_iso(), **result.to_dict()})
+    write_html(result, p["html"])
+    if result.failures:
+        raise ValidationFailed("validation failed:\n- " + "\n- ".join(result.failures))
+    return result
+
+
+def write_html(result: ValidationResult, path: Path) -> None:
+    """A page a moderator can read: the counts, the batch checks, the quarantine reasons."""
+    esc = html.escape
+    rows_kind = "".join(
+        f"<tr><td>{esc(k)}</td><td>{v['in']}</td><td>{v['accepted']}</td><td>{v['quarantined']}</td></tr>"
+        for k, v in sorted(result.per_kind.items())
+    )
+    rows_checks = "".join(
+        f"<tr class={'ok' if c.success else 'bad'}><td>{esc(c.kind)}</td><td>{esc(c.expectation)}</td>"
+        f"<td>{'passed' if c.success else 'FAILED'}</td><td>{esc(str(c.observed))}</td><td>{esc(c.advice)}</td></tr>"
+        for c in result.batch_checks
+    )
+    rows_reasons = "".join(f"<tr><td>{esc(r)}</td><td>{n}</td></tr>" for r, n in sorted(result.reasons.items(), key=lambda x: -x[1]))
+    verdict = "passed" if result.passed else "FAILED"
+    failures = "".join(f"<li>{esc(f)}</li>" for f in result.failures)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>mmd validation report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}.bad{{background:#fdd}}.ok{{background:#efe}}</style></head>
+<body><h1>Validation: {verdict}</h1>
+<p>{result.total} items in, {result.accepted} accepted, {result.quarantined} quarantined
+(pass rate {result.pass_rate:.1%}).</p>{f'<ul>{failures}</ul>' if failures else ''}
+<h2>Per kind</h2><table><tr><th>kind</th><th>in</th><th>accepted</th><th>quarantined</th></tr>{rows_kind}</table>
+<h2>Batch checks</h2><table><tr><th>kind</th><th>check</th><th>result</th><th>observed</th><th>what to do</th></tr>{rows_checks}</table>
+<h2>Quarantine reasons</h2><table><tr><th>expectation</th><th>rows</th></tr>{rows_reasons}</table>
+</body></html>"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
