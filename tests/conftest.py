@@ -1,0 +1,51 @@
+"""Shared fixtures: a params file in a temporary folder, and the real datasets when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from mmd.config import Settings, load_settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MMD_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+def default_params() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Write a params file into tmp_path (defaults + overrides) and load it.
+
+    `make_settings(sources=[...], ingest={...}, validate={...})`: `sources` replaces the
+    source list; the other keyword arguments are merged into their sections.
+    """
+
+    def _make(sources: list[dict] | None = None, **sections: dict) -> Settings:
+        params = default_params()
+        if sources is not None:
+            params["ingest"]["sources"] = sources
+        for name, values in sections.items():
+            params.setdefault(name, {}).update(values)
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        return load_settings(path)
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """../shared/datasets, or a clean skip where it is absent (a user's machine)."""
+    if not SHARED.is_dir():
+        pytest.skip(f"real datasets not found at {SHARED}")
+    return SHARED
