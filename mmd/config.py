@@ -226,7 +226,7 @@ class Settings:
 
     def path(self, value: str | Path) -> Path:
         p = Path(value)
-        return p if p.is_absolute() else (self.root / p)
+        return p if p.is_absolute() else (self.root / p).resolve()
 
     @property
     def data_dir(self) -> Path:
@@ -255,15 +255,40 @@ def parse_params(data: dict | None, source: str = "params") -> Params:
         raise ConfigError(_format_error(err, source)) from None
 
 
-def load_settings(path: str | Path = "params.yaml") -> Settings:
-    """Read a params file; a missing file or a bad key raises ConfigError naming it."""
-    path = Path(path)
+def _merge(base: dict, override: dict) -> dict:
+    """Mappings merge key by key; anything else (lists included) is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.exists():
         raise ConfigError(f"{path}: no such params file")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: `extends` loops back to itself")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is not None and not isinstance(data, dict):
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    # the base's own relative paths are not rebased: a file that extends another states its paths
+    return _merge(_read(path.parent / str(base), seen + (path.resolve(),)), data)
+
+
+def load_settings(path: str | Path = "params.yaml") -> Settings:
+    """Read a params file; a missing file or a bad key raises ConfigError naming it.
+
+    A file may start with `extends: other.yaml` (relative to itself) to take every
+    section it does not set from that file; mappings merge, lists are replaced.
+    """
+    path = Path(path)
+    data = _read(path)
     return Settings(parse_params(data, str(path)), path.resolve().parent, path.resolve())

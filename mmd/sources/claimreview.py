@@ -82,6 +82,8 @@ def claimreview_to_item(ctx: SourceContext, review: dict, ref: str, raw: str) ->
     rating = review.get("reviewRating")
     if not claim:
         return ctx.quarantine("missing_field", "ClaimReview has no claimReviewed", ref, raw)
+    if len(claim.encode("utf-8")) > ctx.cfg.max_text_bytes:
+        return ctx.quarantine("text_too_large", f"claimReviewed is over {ctx.cfg.max_text_bytes} bytes", ref, raw)
     if not isinstance(rating, dict):
         return ctx.quarantine("missing_field", "ClaimReview has no reviewRating", ref, raw)
     wording = _text(rating.get("alternateName")) or _text(rating.get("name"))

@@ -24,6 +24,8 @@ def claim_to_item(ctx: SourceContext, claim: dict, ref: str) -> Yield:
     reviews = claim.get("claimReview")
     if not isinstance(text, str) or not text.strip():
         return ctx.quarantine("missing_field", "claim has no text", ref, raw)
+    if len(text.encode("utf-8")) > ctx.cfg.max_text_bytes:
+        return ctx.quarantine("text_too_large", f"claim text is over {ctx.cfg.max_text_bytes} bytes", ref, raw)
     if not isinstance(reviews, list) or not reviews or not isinstance(reviews[0], dict):
         return ctx.quarantine("missing_field", "claim has no claimReview", ref, raw)
     review = reviews[0]
