@@ -198,6 +198,55 @@ class ValidateConfig(_Strict):
     min_pass_rate: float = Field(0.5, ge=0, le=1)
 
 
+# --------------------------------------------------------------------------- embed
+class OpenClipConfig(_Strict):
+    model: str = "ViT-B-32"
+    # a pretrained tag open_clip knows (needs the weights in the local cache offline)
+    pretrained: str | None = "laion2b_s34b_b79k"
+    # or a local checkpoint file; takes precedence over `pretrained`
+    checkpoint: str | None = None
+
+
+class PrecomputedConfig(_Strict):
+    # .npy pair (`<stem>.ids.npy` beside it) or a Parquet table keyed by item id
+    path: str | None = None
+    id_column: str = "id"
+    text_column: str = "text_vec"
+    image_column: str = "image_vec"
+
+
+class EmbedConfig(_Strict):
+    backend: Literal["offline", "open_clip", "precomputed"] = "offline"
+    open_clip: OpenClipConfig = OpenClipConfig()
+    precomputed: PrecomputedConfig = PrecomputedConfig()
+    # the mixed-modal vector: L2-normalised [w * text, (1 - w) * image], re-normalised
+    text_weight: float = Field(0.5, ge=0, le=1)
+    batch_size: int = Field(32, gt=0)
+    num_workers: int = Field(1, ge=0)
+    threads: int | None = Field(None, gt=0)
+    device: str = "auto"
+
+
+# --------------------------------------------------------------------------- index
+class IndexConfig(_Strict):
+    # embedded: Qdrant's engine in-process (qdrant-edge), persistent under <data>/<path>
+    # local: qdrant-client's local mode under <data>/<path> (the server's API, slower)
+    # server: a Qdrant server or cluster at `url`, API key from $<api_key_env>
+    backend: Literal["embedded", "local", "server"] = "embedded"
+    path: str = "qdrant"
+    url: str | None = None
+    api_key_env: str = "QDRANT_API_KEY"
+    items_collection: str = "items"
+    synthetic_collection: str = "synthetic"
+    batch_size: int = Field(512, gt=0)
+
+    @model_validator(mode="after")
+    def _server_needs_url(self) -> "IndexConfig":
+        if self.backend == "server" and not self.url:
+            raise ValueError("index.backend = server needs index.url")
+        return self
+
+
 # --------------------------------------------------------------------------- demo
 class DemoConfig(_Strict):
     seed: int = 0
@@ -211,6 +260,8 @@ class Params(_Strict):
     paths: PathsConfig = PathsConfig()
     ingest: IngestConfig = IngestConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    embed: EmbedConfig = EmbedConfig()
+    index: IndexConfig = IndexConfig()
     demo: DemoConfig = DemoConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -78,6 +78,9 @@ def fetch(url: str, cfg: HttpConfig, params: dict | None = None, session: reques
                         raise FetchError("too_large", f"{url} sent more than the {cfg.max_bytes}-byte cap", url)
                     chunks.append(chunk)
                 return Response(resp.url, resp.status_code, resp.headers.get("Content-Type", ""), b"".join(chunks))
+        except requests.exceptions.InvalidSchema:
+            # requests follows redirects itself: one onto another scheme (ftp:, file:) ends here
+            raise FetchError("bad_scheme", f"{url} redirected to a URL that is not http or https", url) from None
         except requests.Timeout:
             last = FetchError("timeout", f"{url} did not answer within {cfg.timeout_s}s", url)
         except requests.ConnectionError as exc:

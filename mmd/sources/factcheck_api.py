@@ -105,7 +105,7 @@ def read(ctx: SourceContext, cfg: FactCheckApiSource) -> Iterator[Yield]:
                 raise ValueError("top level is not an object")
         except (UnicodeDecodeError, ValueError) as exc:
             kind = resp.content_type.split(";")[0] or "unknown content type"
-            yield ctx.quarantine("not_json", f"expected JSON, got {kind}: {exc}", ref, resp.body)
+            yield ctx.quarantine("not_json", f"expected JSON, got {kind}: {exc}", ref, resp.body.replace(key.encode(), b"***"))
             errored = True
             break
         for result in response_to_items(ctx, page, ref):
@@ -117,6 +117,7 @@ def read(ctx: SourceContext, cfg: FactCheckApiSource) -> Iterator[Yield]:
         ctx.state["next_page_token"] = token
         if not token:
             break
-    # a run that broke off part-way must not move the watermark past pages it never read
-    if newest and not errored:
+    # a run that broke off part-way (an error, or max_pages with a token left) must not
+    # move the watermark past pages it never read
+    if newest and not errored and not token:
         ctx.state["max_review_date"] = newest
