@@ -84,10 +84,21 @@ class ImageStore:
         self.data_root = data_root
         self.root = data_root / "images"
         self.cfg = cfg
+        # one decode per distinct image a run: many posts share one viral picture
+        self._seen: dict[str, StoredImage | ImageRejected] = {}
 
     def put(self, data: bytes) -> StoredImage:
-        width, height, fmt = check_image(data, self.cfg)
         digest = sha256_hex(data)
+        known = self._seen.get(digest)
+        if isinstance(known, ImageRejected):
+            raise ImageRejected(known.code, str(known))
+        if known is not None:
+            return known
+        try:
+            width, height, fmt = check_image(data, self.cfg)
+        except ImageRejected as exc:
+            self._seen[digest] = exc
+            raise
         rel = Path("images") / digest[:2] / f"{digest}.{self.EXT.get(fmt, 'img')}"
         target = self.data_root / rel
         if not target.exists():
@@ -95,7 +106,8 @@ class ImageStore:
             tmp = target.with_suffix(".tmp")
             tmp.write_bytes(data)
             tmp.replace(target)
-        return StoredImage(digest, rel.as_posix(), width, height, fmt)
+        stored = self._seen[digest] = StoredImage(digest, rel.as_posix(), width, height, fmt)
+        return stored
 
     def put_file(self, root: Path, reference: str) -> StoredImage:
         """Check and store the image `reference` names under `root`."""

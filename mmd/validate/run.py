@@ -168,7 +168,9 @@ def run_validate(settings: Settings) -> ValidationResult:
         item = df.iloc[row]
         why = sorted(set(failures[row]))
         reasons.update(w.split("(")[0] for w in why)
-        raw = json.dumps({k: (None if pd.isna(v) else v) for k, v in item.items()}, default=str, ensure_ascii=False)
+        # numpy scalars (label, image size) as JSON numbers, not their str()
+        raw = json.dumps({k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in item.items()},
+                         default=str, ensure_ascii=False)
         records.append(quarantine(
             "validate", str(item["source"]), why[0].split("(")[0], "; ".join(why), str(item["id"]), raw, str(item["id"]),
             blob_dir=settings.data_dir / "quarantine" / "raw", data_root=settings.data_dir,

@@ -13,7 +13,7 @@ import great_expectations.expectations as gxe
 from mmd.config import KindRules
 
 SHA256 = r"^[0-9a-f]{64}$"
-URL = r"^https?://[^\s/?#]+\.[^\s/?#]+([/?#]\S*)?$"
+URL = r"^https?://[^\s/?#]+\.[^\s/?#]+(?:[/?#]\S*)?$"  # no capture group: pandas warns on those
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,134 @@
+"""The `mmd` command line: demo, status --json, and clear exits on bad params or sources."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import mmd.cli
+from mmd.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def row(output: str, first: str) -> list[str]:
+    """The cells of the table row whose first cell is `first` (box characters dropped)."""
+    for line in output.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃|]", line) if c.strip()]
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} in:\n{output}")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mmd.cli.console, "width", 250)  # a wide "terminal": paths never fold
+        result = CliRunner().invoke(app, ["demo", "--params", str(root / "params.yaml")])
+    return root, result
+
+
+@pytest.mark.slow
+def test_demo_runs_and_prints_summary_and_outputs(demo_run):
+    root, result = demo_run
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert f"demo inbox: 60 memes, 40 claims, 40 posts (+6 broken on purpose) in {root / 'inbox' / 'demo'}" in out
+    # ingest: source, in, accepted, quarantined, duplicates, skipped, reconciled
+    assert row(out, "inbox")[:7] == ["inbox", "146", "134", "5", "7", "0", "yes"]
+    # validate: kind, in, accepted, quarantined
+    assert row(out, "meme") == ["meme", "61", "60", "1"]
+    assert row(out, "all") == ["all", "134", "133", "1"]
+    outputs = {
+        "items (all ingested)": root / "data" / "ingested" / "items.parquet",
+        "items (validated)": root / "data" / "validated" / "items.parquet",
+        "quarantine (ingest)": root / "data" / "ingested" / "quarantine.parquet",
+        "quarantine (validate)": root / "data" / "validated" / "quarantine.parquet",
+        "validation report": root / "reports" / "validation.html",
+        "ingest metrics": root / "reports" / "ingest.json",
+    }
+    for what, path in outputs.items():
+        assert row(out, what) == [what, str(path)]
+        assert path.is_file(), path
+
+
+@pytest.mark.slow
+def test_status_json_gives_counts_watermark_and_reasons(demo_run):
+    root, _ = demo_run
+    result = CliRunner().invoke(app, ["status", "--json", "--params", str(root / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["items"] == 134
+    assert info["data_dir"] == str(root / "data")
+    assert info["counts"]["kind"] == {"fact_check": 40, "meme": 61, "post": 33}
+    (src,) = info["sources"]
+    assert (src["name"], src["type"], src["enabled"], src["items"]) == ("inbox", "inbox", True, 134)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", src["last_run"])
+    # 2 meme jsonl, 4 ClaimReview files, 1 tsv (the README is ignored)
+    assert src["watermark"] == "7 files read"
+    assert src["watermark_state"]["files"] == 7
+    # ingest quarantine (5 broken on purpose) plus the one row validation turned away
+    assert src["quarantine_reasons"] == {
+        "bad_columns": 1, "bad_json": 1, "image_truncated": 1, "missing_field": 1, "unknown_label": 1,
+        "expect_column_value_lengths_to_be_between": 1,
+    }
+    assert src["quarantined"] == 6
+    assert info["validation"]["passed"] is True
+    assert (info["validation"]["in"], info["validation"]["accepted"]) == (134, 133)
+
+
+@pytest.mark.slow
+def test_status_table(demo_run):
+    root, _ = demo_run
+    result = CliRunner().invoke(app, ["status", "--params", str(root / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "validation: passed, 133/134 accepted" in result.stdout
+    assert row(result.stdout, "inbox")[:4] == ["inbox", "inbox", "yes", "134"]
+
+
+def test_ingest_with_an_unknown_key_exits_2_naming_it(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["ingest"]["http"]["timeout"] = 5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(app, ["ingest", "--params", str(bad)])
+    assert result.exit_code == 2
+    assert "ingest.http.timeout: unknown key" in result.stderr
+    assert "bad.yaml" in result.stderr
+    assert not (tmp_path / "data").exists()  # nothing ran
+
+
+def test_ingest_with_an_unknown_source_exits_2(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    result = CliRunner().invoke(app, ["ingest", "--params", str(tmp_path / "params.yaml"), "--source", "nope"])
+    assert result.exit_code == 2
+    assert "no source named nope in the params (have: inbox)" in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_params_file_exits_2(tmp_path):
+    result = CliRunner().invoke(app, ["status", "--params", str(tmp_path / "absent.yaml")])
+    assert result.exit_code == 2
+    assert "no such params file" in result.stderr
+
+
+def test_ingest_then_validate_on_an_empty_inbox(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "inbox").mkdir()
+    p = str(tmp_path / "params.yaml")
+    result = CliRunner().invoke(app, ["ingest", "-q", "--params", p, "--source", "inbox"])
+    assert result.exit_code == 0, result.output
+    assert row(result.stdout, "inbox")[:7] == ["inbox", "0", "0", "0", "0", "0", "yes"]
+    assert "0 new items; 0 in" in result.stdout
+    result = CliRunner().invoke(app, ["validate", "--params", p])
+    assert result.exit_code == 1
+    assert "fewer than validate.min_items=1" in result.stderr
+    assert str(tmp_path / "reports" / "validation.html") in result.stderr.replace("\n", "")
