@@ -112,11 +112,91 @@ def status(params: Path = ParamsOpt, as_json: bool = typer.Option(False, "--json
 
 
 @app.command()
+def embed(params: Path = ParamsOpt, quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """Encode validated items (image, text, mixed vectors); cached content is never encoded twice."""
+    from mmd.embed import run_embed
+    from mmd.encoders import EncoderUnavailable
+
+    try:
+        r = run_embed(_settings(params), show_progress=not quiet)
+    except EncoderUnavailable as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(_embed_table(r))
+
+
+def _embed_table(r) -> Table:
+    t = Table(title=f"embed ({r.encoder})")
+    for col in ("items", "embedded", "quarantined", "encoded texts", "encoded images", "from cache", "seconds"):
+        t.add_column(col, justify="right")
+    t.add_row(str(r.items), str(r.embedded), str(r.quarantined), str(r.encoded_texts), str(r.encoded_images),
+              str(r.cached_texts + r.cached_images), f"{r.seconds:.1f}")
+    return t
+
+
+def _index_table(r) -> Table:
+    t = Table(title=f"index ({r.backend}: {r.collection})")
+    for col in ("points", "upserted", "deleted", "unchanged", "rebuilt", "seconds"):
+        t.add_column(col, justify="right")
+    t.add_row(str(r.total), str(r.upserted), str(r.deleted), str(r.unchanged), "yes" if r.rebuilt else "no", f"{r.seconds:.1f}")
+    return t
+
+
+@app.command()
+def index(
+    params: Path = ParamsOpt,
+    rebuild: bool = typer.Option(False, "--rebuild", help="Drop the collections and rebuild them from the embeddings."),
+) -> None:
+    """Upsert new and changed items into the vector store; remove items that left."""
+    from mmd.index import run_index
+    from mmd.store import StoreError
+
+    try:
+        r = run_index(_settings(params), rebuild=rebuild)
+    except (StoreError, FileNotFoundError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(_index_table(r))
+
+
+@app.command()
+def search(
+    text: str = typer.Argument("", help="Query text."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Query image."),
+    k: int = typer.Option(10, "-k", help="How many hits."),
+    kind: Optional[str] = typer.Option(None, help="Only this kind (fact_check, meme, post)."),
+    label: Optional[int] = typer.Option(None, help="Only this label (0 or 1)."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Top hits for a text and/or an image, with scores, for a moderator to look at."""
+    from mmd.search import search_items
+    from mmd.store import StoreError
+
+    if not text and image is None:
+        err.print("[red]give a query text, an --image, or both[/red]")
+        raise typer.Exit(2)
+    filters = {k_: v for k_, v in (("kind", kind), ("label", label)) if v is not None}
+    try:
+        hits = search_items(_settings(params), text, image, k, filters or None)
+    except (StoreError, FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    t = Table(title=f"top {k} for {text!r}" + (f" + {image.name}" if image else ""))
+    for col in ("#", "score", "kind", "label", "source", "id", "text", "image"):
+        t.add_column(col)
+    for n, h in enumerate(hits, 1):
+        p = h.payload
+        t.add_row(str(n), f"{h.score:.3f}", str(p.get("kind")), str(p.get("label")), str(p.get("source")), h.id,
+                  (p.get("text") or "")[:70].replace("\n", " "), str(p.get("image_path") or ""))
+    console.print(t)
+
+
+@app.command()
 def demo(
     params: Path = ParamsOpt,
     fresh: bool = typer.Option(False, "--fresh", help="Regenerate the demo inbox even if it is there."),
 ) -> None:
-    """The main job on the embedded defaults: fill the inbox with demo data, then run every stage."""
+    """The main job on the embedded defaults: demo data in the inbox, then ingest, validate, embed, index."""
     from mmd.demo import generate
     from mmd.ingest import run_ingest
     from mmd.validate import ValidationFailed, run_validate
@@ -139,6 +219,13 @@ def demo(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     console.print(_validation_table(vres))
+    from mmd.embed import run_embed
+    from mmd.index import run_index
+
+    eres = run_embed(settings, show_progress=sys.stderr.isatty())
+    console.print(_embed_table(eres))
+    ires = run_index(settings)
+    console.print(_index_table(ires))
     out = Table(title="outputs", show_header=False)
     out.add_column("what")
     out.add_column("where")
@@ -148,7 +235,10 @@ def demo(
     out.add_row("quarantine (validate)", str(vres.quarantine_path))
     out.add_row("validation report", str(vres.html_path))
     out.add_row("ingest metrics", str(settings.reports_dir / "ingest.json"))
+    out.add_row("embeddings", str(eres.vectors_path))
+    out.add_row(f"vector store ({ires.backend})", str(settings.data_dir / settings.params.index.path))
     console.print(out)
+    console.print(f'try: mmd search "wake up sheeple" -k 5{"" if params == Path("params.yaml") else f" --params {params}"}')
 
 
 def main() -> None:  # pragma: no cover

@@ -49,3 +49,24 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"real datasets not found at {SHARED}")
     return SHARED
+
+
+TINY_OPEN_CLIP = "mmd-tiny-test"
+TINY_OPEN_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_open_clip(tmp_path_factory) -> str:
+    """A tiny random open_clip architecture, registered under TINY_OPEN_CLIP: seconds, not minutes."""
+    import json
+
+    import open_clip
+
+    path = tmp_path_factory.mktemp("open_clip_cfg") / f"{TINY_OPEN_CLIP}.json"
+    path.write_text(json.dumps(TINY_OPEN_CLIP_CONFIG))
+    open_clip.add_model_config(path)
+    return TINY_OPEN_CLIP

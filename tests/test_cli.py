@@ -54,10 +54,18 @@ def test_demo_runs_and_prints_summary_and_outputs(demo_run):
         "quarantine (validate)": root / "data" / "validated" / "quarantine.parquet",
         "validation report": root / "reports" / "validation.html",
         "ingest metrics": root / "reports" / "ingest.json",
+        "embeddings": root / "data" / "embeddings" / "items.parquet",
     }
     for what, path in outputs.items():
         assert row(out, what) == [what, str(path)]
         assert path.is_file(), path
+    assert row(out, "vector store (embedded)") == ["vector store (embedded)", str(root / "data" / "qdrant")]
+    # embed: items, embedded, quarantined, encoded texts, encoded images, from cache, seconds
+    assert row(out, "133")[:3] == ["133", "133", "0"]
+    # index: points, upserted, deleted, unchanged
+    embed_report = json.loads((root / "reports" / "embed.json").read_text())
+    assert embed_report["reconciled"] and embed_report["embedded"] == 133
+    assert json.loads((root / "reports" / "index.json").read_text())["total"] == 133
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""The real DVC pipeline: `dvc repro` runs ingest and validate, reruns only what changed,
-and `dvc push` stores the data in the configured remote."""
+"""The real DVC pipeline: `dvc repro` runs ingest, validate, embed and index, reruns only
+what changed, rebuilds a lost vector store, and `dvc push` stores the data in the remote."""
 
 from __future__ import annotations
 
@@ -50,19 +50,27 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def test_repro_runs_both_stages_then_only_what_changed(project: Path, tmp_path: Path):
+STAGES = ("ingest", "validate", "embed", "index")
+
+
+def test_repro_runs_every_stage_then_only_what_changed(project: Path, tmp_path: Path):
     dvc = str(BIN / "dvc")
     out = _run([dvc, "repro"], project).stdout
-    assert "Running stage 'ingest'" in out and "Running stage 'validate'" in out
+    assert all(f"Running stage '{s}'" in out for s in STAGES), out
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"ingest", "validate"}
+    assert set(lock["stages"]) == set(STAGES)
     report = json.loads((project / "reports" / "validation.json").read_text())
     first_total = report["in"]
     assert report["reconciled"] and report["passed"] and first_total > 0
 
-    # nothing new: ingest runs (it is incremental) and validate is skipped
+    embedded = json.loads((project / "reports" / "embed.json").read_text())
+    assert embedded["embedded"] == report["accepted"] and embedded["reconciled"]
+    assert json.loads((project / "reports" / "index.json").read_text())["total"] == report["accepted"]
+
+    # nothing new: ingest runs (it is incremental) and everything after it is skipped
     out = _run([dvc, "repro"], project).stdout
-    assert "Stage 'validate' didn't change, skipping" in out
+    for stage in STAGES[1:]:
+        assert f"Stage '{stage}' didn't change, skipping" in out
     assert json.loads((project / "reports" / "ingest.json").read_text())["totals"]["accepted"] == 0
 
     # a new file in the inbox: exactly its records come in, validate reruns
@@ -70,9 +78,18 @@ def test_repro_runs_both_stages_then_only_what_changed(project: Path, tmp_path: 
              "url": "https://example.org/fc/1", "reviewRating": {"alternateName": "False"}}
     (project / "inbox" / "new.json").write_text(json.dumps(claim))
     out = _run([dvc, "repro"], project).stdout
-    assert "Running stage 'validate'" in out
+    assert all(f"Running stage '{s}'" in out for s in STAGES)
     assert json.loads((project / "reports" / "ingest.json").read_text())["totals"]["accepted"] == 1
     assert json.loads((project / "reports" / "validation.json").read_text())["in"] == first_total + 1
+    embedded = json.loads((project / "reports" / "embed.json").read_text())
+    assert (embedded["encoded_texts"], embedded["encoded_images"]) == (1, 0)  # only the new claim
+    assert json.loads((project / "reports" / "index.json").read_text())["upserted"] == 1
+
+    # the vector store is only an index: lost, it is rebuilt from the versioned embeddings
+    shutil.rmtree(project / "data" / "qdrant")
+    out = _run([dvc, "repro"], project).stdout
+    assert "Running stage 'index'" in out and "Running stage 'embed'" not in out
+    assert json.loads((project / "reports" / "index.json").read_text())["total"] == report["accepted"] + 1
 
     # a params change to one section reruns the stage that reads it
     params = yaml.safe_load((project / "params.yaml").read_text())
