@@ -15,7 +15,8 @@ also run forced onto the shared cores ("<n> sharing cores") to show what it woul
 Bare and pipeline runs alternate; items/s are medians over the repeats and the ratio
 is the median of each repeat's bare/pipeline time ratio, so another process briefly
 using the cores skews neither side. The 1-minute load average before and after is
-recorded to show how quiet the machine was. Writes
+recorded, and on Linux the share of CPU time the hypervisor gave to other guests
+(steal), to show how quiet the machine was. Writes
 benchmarks/results/encode.json (or --out). Skips (exit 0, with a message) when the
 HarMeme copy at ../shared/datasets/harmeme is absent.
 """
@@ -62,6 +63,15 @@ def load_rows(data_dir: Path, n: int) -> list[dict]:
     return rows
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) jiffies from /proc/stat: on a VM, time the host gave to others."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
 def bare_forward(encoder, text_batches, image_batches) -> float:
     """Seconds for the text and image forwards alone on ready-made inputs."""
     start = time.perf_counter()
@@ -82,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "first is the headline figure",
     )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    ap.add_argument("--repeats", type=int, default=6, help="timed runs of each, interleaved")
+    ap.add_argument("--repeats", type=int, default=8, help="timed runs of each, interleaved")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "encode.json")
@@ -138,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [(w, False) for w in args.workers]
     variants += [(w, True) for w in args.workers if w > loader_workers(encoder, w)]
     load_before = os.getloadavg()[0]  # a shared machine's other work shows up here
+    ticks_before = cpu_ticks()
     bare_s: list[float] = []
     pipe_s: dict[tuple[int, bool], list[float]] = {v: [] for v in variants}
     used: dict[tuple[int, bool], int] = {}
@@ -148,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             seconds, used[v], reruns[v] = pipeline(*v)
             pipe_s[v].append(seconds)
     load_after = os.getloadavg()[0]
+    ticks_after = cpu_ticks()
+    steal = None
+    if ticks_before and ticks_after and ticks_after[1] > ticks_before[1]:
+        steal = round((ticks_after[0] - ticks_before[0]) / (ticks_after[1] - ticks_before[1]), 4)
 
     n = len(rows)
     bare_ips = n / statistics.median(bare_s)
@@ -188,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "preprocess_ms_per_image_1_thread": round(preprocess_ms, 2),
         "repeats": args.repeats,
         "load_average_1min": [round(load_before, 2), round(load_after, 2)],
+        "cpu_steal_share": steal,
         "python": platform.python_version(),
         "torch": torch.__version__,
     }

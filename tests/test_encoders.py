@@ -29,22 +29,12 @@ from mmd.encoders.cache import cache_folder
 from mmd.encoders.precomputed import MissingVectors
 from mmd.items import Item, sha256_hex
 
-TINY = "mmd-tiny-test"
-TINY_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+from .conftest import TINY_OPEN_CLIP as TINY
 
 
 @pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory) -> str:
-    import open_clip
-
-    path = tmp_path_factory.mktemp("open_clip_cfg") / f"{TINY}.json"
-    path.write_text(json.dumps(TINY_CONFIG))
-    open_clip.add_model_config(path)
-    return TINY
+def tiny_config(tiny_open_clip) -> str:
+    return tiny_open_clip
 
 
 def tiny_cfg(**open_clip_kw) -> EmbedConfig:
@@ -303,7 +293,7 @@ def offline():
 
 
 def test_offline_backend_real_weights(offline):
-    assert offline.identity == "offline:all-MiniLM-L6-v2+efficientnet-lite0:v1"
+    assert offline.identity == "offline:all-MiniLM-L6-v2+efficientnet-lite0:v2"
     texts = ["a photo of a cat", "a picture of a kitten", "stock market crash"]
     t = offline.encode_texts(texts)
     assert t.shape == (3, 384) and unit_rows(t)

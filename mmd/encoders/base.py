@@ -4,8 +4,9 @@ An encoder turns texts and images into L2-normalised float32 vectors. Its `ident
 string names everything that decides those vectors (backend, model, weights,
 preprocessing): the embedding cache and the vector store refuse to mix vectors of two
 identities. Image work is split in two so a DataLoader can decode and preprocess in
-worker processes while the model computes: `preprocess_image` (PIL -> uint8 tensor,
-in a worker) and `encode_image_tensors` (a batch -> vectors, in the main process).
+worker processes while the model computes: `load_image` + `image_transform` (a file ->
+a uint8 tensor, in a worker; `preprocess_image` does the same for a decoded PIL image)
+and `encode_image_tensors` (a batch -> vectors, in the main process).
 """
 
 from __future__ import annotations

@@ -249,8 +249,10 @@ def embed_items(
     Only content the cache lacks is encoded, each distinct text and image once. Images
     are decoded and preprocessed by up to `num_workers` DataLoader workers while the
     model computes; on CPU only as many as have a core free of torch's threads (see
-    `loader_workers`; `share_cores=True` uses num_workers as given, for measuring). An image that cannot be read (deleted since validation, corrupt) does not
-    stop the run: its items come back in `missing_images` and are embedded text-only.
+    `loader_workers`; `share_cores=True` uses num_workers as given, for measuring).
+    An image that cannot be read (deleted since validation, corrupt) does not stop the
+    run: its items come back in `missing_images` and are embedded text-only. The cache
+    is flushed after the texts and every `flush_every` image batches.
     """
     if cache is not None and cache.encoder_identity != encoder.identity:
         raise CacheIdentityError(

@@ -16,14 +16,15 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 
 from mmd.encoders.base import Encoder, EncoderUnavailable, select_device, set_threads
 
 TEXT_MODEL = "all-MiniLM-L6-v2"
 IMAGE_MODEL = "efficientnet-lite0"
 # Bump when anything below changes the vectors (pooling, sizes, normalisation).
-PREPROCESS_VERSION = "v1"
+# v2: files decoded by torchvision.io and resized by its uint8 kernel (v1, used only
+# while this module was written, resized with PIL: pixels differ by up to 2 levels).
+PREPROCESS_VERSION = "v2"
 IMAGE_SIZE = 224
 RESIZE_TO = 256  # the TF reference evaluates Lite0 with a 32-px crop margin: 256 -> 224
 # The Lite models were trained with inception-style scaling (x - 127) / 128, not the
