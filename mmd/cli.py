@@ -169,6 +169,7 @@ def search(
     params: Path = ParamsOpt,
 ) -> None:
     """Top hits for a text and/or an image, with scores, for a moderator to look at."""
+    from mmd.encoders import EncoderUnavailable
     from mmd.search import search_items
     from mmd.store import StoreError
 
@@ -178,7 +179,7 @@ def search(
     filters = {k_: v for k_, v in (("kind", kind), ("label", label)) if v is not None}
     try:
         hits = search_items(_settings(params), text, image, k, filters or None)
-    except (StoreError, FileNotFoundError, ValueError) as exc:
+    except (StoreError, EncoderUnavailable, FileNotFoundError, ValueError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     t = Table(title=f"top {k} for {text!r}" + (f" + {image.name}" if image else ""))
