@@ -140,3 +140,23 @@ def test_ingest_then_validate_on_an_empty_inbox(tmp_path):
     assert result.exit_code == 1
     assert "fewer than validate.min_items=1" in result.stderr
     assert str(tmp_path / "reports" / "validation.html") in result.stderr.replace("\n", "")
+
+
+@pytest.mark.slow
+def test_search_prints_the_top_hits(demo_run):
+    root, _ = demo_run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mmd.cli.console, "width", 250)
+        result = CliRunner().invoke(app, ["search", "they want you to believe the vaccine story", "-k", "3",
+                                          "--kind", "meme", "--params", str(root / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    ranks = [row(result.stdout, str(n)) for n in (1, 2, 3)]
+    assert all(r[2] == "meme" for r in ranks)  # rank, score, kind, …
+    scores = [float(r[1]) for r in ranks]
+    assert scores == sorted(scores, reverse=True)
+    assert "they want you to believe" in ranks[0][6]
+
+
+def test_search_without_a_query_exits_2(tmp_path):
+    result = CliRunner().invoke(app, ["search", "--params", str(REPO / "params.yaml")])
+    assert result.exit_code == 2 and "query" in result.output
