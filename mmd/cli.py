@@ -239,7 +239,7 @@ def demo(
     out.add_row("embeddings", str(eres.vectors_path))
     out.add_row(f"vector store ({ires.backend})", str(settings.data_dir / settings.params.index.path))
     console.print(out)
-    console.print(f'try: mmd search "wake up sheeple" -k 5{"" if params == Path("params.yaml") else f" --params {params}"}')
+    console.print(f'try: .venv/bin/mmd search "wake up sheeple" -k 5{"" if params == Path("params.yaml") else f" --params {params}"}')
 
 
 def main() -> None:  # pragma: no cover
