@@ -96,11 +96,15 @@ def paths(settings: Settings) -> dict[str, Path]:
     }
 
 
-def image_key(item: Item) -> str | None:
+def image_key(kind: str, image_sha256: str | None, text: str, label: int | None) -> str | None:
     """Same image bytes, same text, same label: the same meme dropped in twice."""
-    if not item.image_sha256:
+    if not image_sha256:
         return None
-    return sha256_hex(f"{item.kind}\x1f{item.image_sha256}\x1f{normalise_text(item.text)}\x1f{item.label}")
+    return sha256_hex(f"{kind}\x1f{image_sha256}\x1f{normalise_text(text)}\x1f{label}")
+
+
+def _item_image_key(item: Item) -> str | None:
+    return image_key(item.kind, item.image_sha256, item.text, item.label)
 
 
 class _Deduper:
@@ -112,8 +116,7 @@ class _Deduper:
         self.images: dict[str, str] = {}
         if by_image and existing.num_rows:
             for row in existing.select(["id", "kind", "image_sha256", "text", "label"]).to_pylist():
-                key = image_key(Item(id=row["id"], source="", source_family="", kind=row["kind"], text=row["text"],
-                                     image_sha256=row["image_sha256"], label=row["label"]))
+                key = image_key(row["kind"], row["image_sha256"], row["text"], row["label"])
                 if key:
                     self.images.setdefault(key, row["id"])
 
@@ -122,14 +125,14 @@ class _Deduper:
         known = self.content.get(item.id)
         if known is not None:
             return ("duplicate_id" if known == item.content_hash else "id_conflict"), item.id
-        key = image_key(item) if self.by_image else None
+        key = _item_image_key(item) if self.by_image else None
         if key and key in self.images:
             return "duplicate_image", self.images[key]
         return "new", None
 
     def add(self, item: Item) -> None:
         self.content[item.id] = item.content_hash
-        key = image_key(item) if self.by_image else None
+        key = _item_image_key(item) if self.by_image else None
         if key:
             self.images.setdefault(key, item.id)
 

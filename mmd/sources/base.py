@@ -68,9 +68,11 @@ class SourceContext:
         return self.images.put_file(root, reference)
 
     # ----------------------------------------------------------------- watermark
-    def file_is_new(self, path: Path) -> tuple[bool, str]:
-        """Whether a file changed since the last successful ingest, and its digest."""
-        digest = sha256_hex(path.read_bytes())
+    def file_is_new(self, path: Path, data: bytes | None = None) -> tuple[bool, str]:
+        """Whether a file changed since the last successful ingest, and its digest.
+
+        Pass the bytes when the caller reads the whole file anyway, so it is read once."""
+        digest = sha256_hex(path.read_bytes() if data is None else data)
         files = self.state.setdefault("files", {})
         return files.get(self._key(path)) != digest, digest
 

@@ -152,17 +152,18 @@ def read_bytes_as_text(ctx: SourceContext, data: bytes, ref: str) -> str | Yield
 
 def read_file(ctx: SourceContext, path: Path) -> Iterator[Yield]:
     """One ClaimReview file, unless the watermark says it was read unchanged before."""
-    new, digest = ctx.file_is_new(path)
+    data = path.read_bytes()
+    new, digest = ctx.file_is_new(path, data)
     if not new:
         ctx.counters["unchanged_files"] += 1
         return
-    text = read_bytes_as_text(ctx, path.read_bytes(), str(path))
+    text = read_bytes_as_text(ctx, data, str(path))
     if isinstance(text, str):
         yield from parse_document(ctx, text, path.name)
     else:
         # a file that is not UTF-8 may still hold good lines: parse those, quarantine the rest
         good: list[str] = []
-        for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
+        for lineno, raw in enumerate(data.splitlines(), 1):
             try:
                 good.append(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:

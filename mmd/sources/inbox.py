@@ -43,8 +43,9 @@ def read(ctx: SourceContext, cfg: InboxSource) -> Iterator[Yield]:
         elif suffix in claimreview.SUFFIXES:
             yield from claimreview.read_file(ctx, path)
         else:
-            new, digest = ctx.file_is_new(path)
+            data = path.read_bytes()
+            new, digest = ctx.file_is_new(path, data)
             if new:
                 rel = path.relative_to(root).as_posix()
-                yield ctx.quarantine("unknown_file_type", f"the inbox does not know what {suffix or 'a file without suffix'} files hold", rel, path.read_bytes()[:65536])
+                yield ctx.quarantine("unknown_file_type", f"the inbox does not know what {suffix or 'a file without suffix'} files hold", rel, data[:65536])
                 ctx.mark_file(path, digest)

@@ -12,6 +12,8 @@ overwrites the same points; the item id rides along in the payload as `item_id`.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import re
 import uuid
@@ -138,6 +140,22 @@ class VectorStore(ABC):
 
     def __init__(self) -> None:
         self._meta: dict[str, CollectionMeta] = {}
+        self._closed = False
+
+    @contextlib.contextmanager
+    def _guarded(self, op: str, name: str) -> Iterator[None]:
+        """Backend errors become StoreErrors that say what was being done, and where."""
+        if self._closed:
+            raise StoreError(f"{self.where()} is closed")
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - each backend translates its own in _translate
+            raise self._translate(op, name, exc) from exc
+
+    def _translate(self, op: str, name: str, exc: Exception) -> StoreError:
+        return StoreError(f"{op} on collection {name!r} in {self.where()} failed: {exc}")
 
     # ------------------------------------------------------------------ primitives
     @abstractmethod

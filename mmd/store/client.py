@@ -9,7 +9,6 @@ to keep collection metadata (< 1.16) is refused when the collection is created.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -71,7 +70,6 @@ class ClientStore(VectorStore):
         self.backend = backend
         self._where = where
         self.default_batch_size = batch_size
-        self._closed = False
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -113,26 +111,17 @@ class ClientStore(VectorStore):
     def where(self) -> str:
         return self._where
 
-    @contextlib.contextmanager
-    def _api(self, op: str, name: str) -> Iterator[None]:
-        """Every client error becomes a StoreError that says what was being done, and where."""
-        if self._closed:
-            raise StoreError(f"{self.where()} is closed")
-        try:
-            yield
-        except StoreError:
-            raise
-        except UnexpectedResponse as exc:
+    def _translate(self, op: str, name: str, exc: Exception) -> StoreError:
+        if isinstance(exc, UnexpectedResponse):
             detail = exc.content.decode("utf-8", "replace")[:300] if exc.content else exc.reason_phrase
-            raise StoreError(f"{op} on collection {name!r} in {self.where()} failed: HTTP {exc.status_code} {detail}") from exc
-        except ResponseHandlingException as exc:
-            raise StoreError(f"{op} on collection {name!r}: lost {self.where()} ({_reason(exc)})") from exc
-        except Exception as exc:  # noqa: BLE001
-            raise StoreError(f"{op} on collection {name!r} in {self.where()} failed: {_reason(exc)}") from exc
+            return StoreError(f"{op} on collection {name!r} in {self.where()} failed: HTTP {exc.status_code} {detail}")
+        if isinstance(exc, ResponseHandlingException):
+            return StoreError(f"{op} on collection {name!r}: lost {self.where()} ({_reason(exc)})")
+        return StoreError(f"{op} on collection {name!r} in {self.where()} failed: {_reason(exc)}")
 
     # ------------------------------------------------------------------ primitives
     def _describe(self, name: str) -> CollectionMeta | None:
-        with self._api("describe", name):
+        with self._guarded("describe", name):
             if not self.client.collection_exists(name):
                 return None
             config = self.client.get_collection(name).config
@@ -144,7 +133,7 @@ class ClientStore(VectorStore):
         return CollectionMeta(dim=dim, encoder=encoder if isinstance(encoder, str) else None, distance=distance)
 
     def _create(self, name: str, dim: int, encoder: str) -> None:
-        with self._api("create", name):
+        with self._guarded("create", name):
             self.client.create_collection(
                 name,
                 vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
@@ -153,7 +142,7 @@ class ClientStore(VectorStore):
             self._create_indexes(name, PAYLOAD_INDEXES)
         found = self._describe(name)
         if found is None or found.encoder != encoder:
-            with self._api("drop", name):
+            with self._guarded("drop", name):
                 self.client.delete_collection(name)
             raise StoreError(
                 f"{self.where()} did not keep the collection's metadata (the encoder it was built with); "
@@ -170,16 +159,16 @@ class ClientStore(VectorStore):
     def _repair(self, name: str) -> None:
         if self.backend == "local":
             return  # local mode keeps no payload indexes to repair
-        with self._api("index", name):
+        with self._guarded("index", name):
             have = set(self.client.get_collection(name).payload_schema or {})
             self._create_indexes(name, {f: k for f, k in PAYLOAD_INDEXES.items() if f not in have})
 
     def _drop(self, name: str) -> None:
-        with self._api("drop", name):
+        with self._guarded("drop", name):
             self.client.delete_collection(name)
 
     def _write(self, name: str, pids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
-        with self._api("upsert", name):
+        with self._guarded("upsert", name):
             self.client.upsert(name, points=models.Batch(ids=pids, vectors=vectors.tolist(), payloads=payloads), wait=True)
 
     def _query(
@@ -187,7 +176,7 @@ class ClientStore(VectorStore):
     ) -> list[list[Hit]]:
         # local mode always scans every vector, and warns when told to
         params = models.SearchParams(exact=True) if exact and self.backend != "local" else None
-        with self._api("search", name):
+        with self._guarded("search", name):
             if len(vectors) == 1:
                 response = self.client.query_points(
                     name,
@@ -207,7 +196,7 @@ class ClientStore(VectorStore):
     def _scroll(self, name: str, fields: list[str]) -> Iterator[tuple[str, dict]]:
         offset = None
         while True:
-            with self._api("scroll", name):
+            with self._guarded("scroll", name):
                 records, offset = self.client.scroll(
                     name, limit=_SCROLL_PAGE, offset=offset, with_payload=["item_id", *fields], with_vectors=False
                 )
@@ -218,15 +207,15 @@ class ClientStore(VectorStore):
                 return
 
     def _existing(self, name: str, pids: list[str]) -> list[str]:
-        with self._api("retrieve", name):
+        with self._guarded("retrieve", name):
             return [str(r.id) for r in self.client.retrieve(name, ids=pids, with_payload=False, with_vectors=False)]
 
     def _remove(self, name: str, pids: list[str]) -> None:
-        with self._api("delete", name):
+        with self._guarded("delete", name):
             self.client.delete(name, points_selector=models.PointIdsList(points=pids), wait=True)
 
     def _count(self, name: str) -> int:
-        with self._api("count", name):
+        with self._guarded("count", name):
             return int(self.client.count(name, exact=True).count)
 
     def close(self) -> None:

@@ -184,9 +184,9 @@ def run_validate(settings: Settings) -> ValidationResult:
     append_records(p["quarantine"], records)
 
     per_kind: dict[str, dict[str, int]] = {}
-    for kind, part in df.groupby("kind"):
-        bad = sum(1 for r in bad_rows if df.iloc[r]["kind"] == kind)
-        per_kind[str(kind)] = {"in": len(part), "accepted": len(part) - bad, "quarantined": bad}
+    for kind, kept in keep.groupby(df["kind"]):
+        bad = int((~kept).sum())
+        per_kind[str(kind)] = {"in": len(kept), "accepted": len(kept) - bad, "quarantined": bad}
     result = ValidationResult(len(df), accepted.num_rows, len(records), per_kind, dict(reasons), checks,
                               items_path=p["items"], quarantine_path=p["quarantine"], report_path=p["report"], html_path=p["html"])
     if len(df) < cfg.min_items:
