@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test venv clean-demo lint
+.PHONY: demo test venv clean-demo lint experiment-synthetic
 
 venv: $(STAMP)
 
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Zeng et al.'s open questions on the real datasets in ../shared/datasets:
+# writes docs/experiments/synthetic-selection.{json,png} and its table
+experiment-synthetic: $(STAMP)
+	$(BIN)/python experiments/synthetic_selection.py
 
 clean-demo:
 	rm -rf data reports inbox/demo

@@ -160,6 +160,61 @@ def index(
 
 
 @app.command()
+def synthesize(params: Path = ParamsOpt) -> None:
+    """Generate synthetic items from what is new among the real ones into the pool (with provenance)."""
+    from mmd.encoders import EncoderUnavailable
+    from mmd.store import StoreError
+    from mmd.synth.generate import run_synthesize
+
+    try:
+        r = run_synthesize(_settings(params))
+    except (EncoderUnavailable, StoreError, FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(_synthesize_table(r))
+
+
+def _synthesize_table(r) -> Table:
+    t = Table(title=f"synthesize (pool {r.pool_before} -> {r.pool_after})")
+    for col in ("generator", "new parents", "attempted", "produced", "deferred", "labels", "no output / skipped"):
+        t.add_column(col, justify="left" if col in ("generator", "labels", "no output / skipped") else "right")
+    for name, g in r.generators.items():
+        why = g.skipped or ", ".join(f"{k}×{v}" for k, v in g.to_dict()["no_output"].items())
+        labels = ", ".join(f"{k}: {v}" for k, v in g.to_dict()["labels"].items())
+        t.add_row(name, str(g.parents), str(g.attempted), str(g.produced), str(g.deferred), labels, why)
+    return t
+
+
+@app.command()
+def select(
+    params: Path = ParamsOpt,
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="random, semsim, dissim or hybrid (default: params)."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", help="How many to select (default: params)."),
+) -> None:
+    """Select the k synthetic items closest to the live real distribution in the store."""
+    from mmd.store import StoreError
+    from mmd.synth.scoring import SelectionError
+    from mmd.synth.select import run_select
+
+    try:
+        r = run_select(_settings(params), method=method, k=k)
+    except (SelectionError, StoreError, FileNotFoundError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(_select_table(r))
+
+
+def _select_table(r) -> Table:
+    t = Table(title=f"select ({r.method}, ranked by {r.ranked_by})")
+    for col in ("k", "selected", "candidates", "real target", "labels", "divergence to real", "random's", "seconds"):
+        t.add_column(col, justify="left" if col == "labels" else "right")
+    t.add_row(str(r.k), str(r.selected), str(r.candidates), f"{r.target_used}/{r.target}",
+              ", ".join(f"{k}: {v}" for k, v in r.labels.items()), f"{r.divergence_selected:.4f}",
+              f"{r.divergence_random:.4f}", f"{r.seconds:.1f}")
+    return t
+
+
+@app.command()
 def search(
     text: str = typer.Argument("", help="Query text."),
     image: Optional[Path] = typer.Option(None, "--image", help="Query image."),
@@ -197,7 +252,8 @@ def demo(
     params: Path = ParamsOpt,
     fresh: bool = typer.Option(False, "--fresh", help="Regenerate the demo inbox even if it is there."),
 ) -> None:
-    """The main job on the embedded defaults: demo data in the inbox, then ingest, validate, embed, index."""
+    """The main job on the embedded defaults: demo data in the inbox, then ingest, validate, embed, index,
+    synthesize and select."""
     from mmd.demo import generate
     from mmd.ingest import run_ingest
     from mmd.validate import ValidationFailed, run_validate
@@ -227,6 +283,11 @@ def demo(
     console.print(_embed_table(eres))
     ires = run_index(settings)
     console.print(_index_table(ires))
+    from mmd.synth.generate import paths as synth_paths, run_synthesize
+    from mmd.synth.select import paths as select_paths, run_select
+
+    console.print(_synthesize_table(run_synthesize(settings)))
+    console.print(_select_table(run_select(settings)))
     out = Table(title="outputs", show_header=False)
     out.add_column("what")
     out.add_column("where")
@@ -238,6 +299,9 @@ def demo(
     out.add_row("ingest metrics", str(settings.reports_dir / "ingest.json"))
     out.add_row("embeddings", str(eres.vectors_path))
     out.add_row(f"vector store ({ires.backend})", str(settings.data_dir / settings.params.index.path))
+    out.add_row("synthetic pool", str(synth_paths(settings)["pool"]))
+    out.add_row("selected synthetic set", str(select_paths(settings)["selected"]))
+    out.add_row("selection report", str(select_paths(settings)["report"]))
     console.print(out)
     console.print(f'try: .venv/bin/mmd search "wake up sheeple" -k 5{"" if params == Path("params.yaml") else f" --params {params}"}')
 

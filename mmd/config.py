@@ -247,6 +247,79 @@ class IndexConfig(_Strict):
         return self
 
 
+# --------------------------------------------------------------------------- synthesize
+class OutOfContextConfig(_Strict):
+    enabled: bool = True
+    kinds: tuple[str, ...] = ("post", "fact_check")
+    per_parent: int = Field(1, ge=0, le=20)
+    # nearest neighbours a donor image is drawn from: near, so the mismatch is hard
+    neighbours: int = Field(10, gt=0, le=200)
+    # which half of the parent's vector finds the donor: its image (image -> image) or its
+    # text (text -> image with a shared-space encoder such as CLIP, caption -> caption otherwise)
+    retrieval: tuple[Literal["image", "text"], ...] = ("image", "text")
+    # also pair a truthful caption with another truthful image of the same event (label 0)
+    pristine: bool = True
+
+
+class CaptionEditConfig(_Strict):
+    enabled: bool = True
+    kinds: tuple[str, ...] = ("post", "fact_check")
+    per_parent: int = Field(1, ge=0, le=20)
+    neighbours: int = Field(10, gt=0, le=200)
+    spans: tuple[Literal["name", "number", "date", "place"], ...] = ("name", "number", "date", "place")
+
+
+class MemeRecomposeConfig(_Strict):
+    enabled: bool = True
+    kinds: tuple[str, ...] = ("meme",)
+    per_parent: int = Field(1, ge=0, le=20)
+    neighbours: int = Field(10, gt=0, le=200)
+    # share of recompositions onto a neutral template instead of another meme's picture
+    template_share: float = Field(0.25, ge=0, le=1)
+    image_size: int = Field(320, ge=64, le=2048)
+
+
+class SynthesizeConfig(_Strict):
+    seed: int = 0
+    # items of these splits never parent a synthetic item, so nothing leaks into evaluation
+    holdout_splits: tuple[str, ...] = ("test", "val", "validation", "dev")
+    # new synthetic items per run at most; parents left over wait for the next run
+    max_new_per_run: int = Field(20_000, ge=0)
+    out_of_context: OutOfContextConfig = OutOfContextConfig()
+    caption_edit: CaptionEditConfig = CaptionEditConfig()
+    meme_recompose: MemeRecomposeConfig = MemeRecomposeConfig()
+
+
+# --------------------------------------------------------------------------- select
+class DisSimParams(_Strict):
+    epsilon: float = Field(0.05, gt=0)
+    sample: int = Field(10_000, gt=0)
+    max_iter: int = Field(1000, gt=0)
+    tol: float = Field(1e-5, gt=0)
+    chunk: int = Field(4096, gt=0)
+
+
+class HybridParams(_Strict):
+    # rrf: reciprocal rank fusion of both rankings; proxy: per target, whichever method's
+    # selection lands closer (Sinkhorn divergence) to a held-out share of the real target
+    mode: Literal["rrf", "proxy"] = "proxy"
+    holdout: float = Field(0.3, gt=0, lt=1)
+
+
+class SelectConfig(_Strict):
+    method: Literal["random", "semsim", "dissim", "hybrid"] = "hybrid"
+    k: int = Field(500, ge=1)
+    # the real distribution to select against: a filter on the items collection
+    # ({field: value or [values]} over kind, source, label, split), empty = every real item
+    target: dict[str, str | int | list[str] | list[int]] = Field(default_factory=dict)
+    # and on the synthetic pool (e.g. {generator: out_of_context})
+    candidates: dict[str, str | int | list[str] | list[int]] = Field(default_factory=dict)
+    max_target: int = Field(10_000, gt=0)  # a uniform sample of the target beyond this
+    seed: int = 0
+    dissim: DisSimParams = DisSimParams()
+    hybrid: HybridParams = HybridParams()
+
+
 # --------------------------------------------------------------------------- demo
 class DemoConfig(_Strict):
     seed: int = 0
@@ -262,6 +335,8 @@ class Params(_Strict):
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     embed: EmbedConfig = EmbedConfig()
     index: IndexConfig = IndexConfig()
+    synthesize: SynthesizeConfig = SynthesizeConfig()
+    select: SelectConfig = SelectConfig()
     demo: DemoConfig = DemoConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

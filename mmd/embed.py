@@ -30,6 +30,7 @@ def paths(settings: Settings) -> dict[str, Path]:
         "vectors": d / "embeddings" / "items.parquet",
         "cache": d / "embeddings" / "cache",
         "quarantine": d / "embeddings" / "quarantine.parquet",
+        "indexed": d / "embeddings" / "indexed.json",  # written by the index stage
         "report": settings.reports_dir / "embed.json",
     }
 

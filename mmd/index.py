@@ -3,7 +3,8 @@
 Qdrant is an index, never the only copy: everything here is rebuilt from the
 DVC-tracked embeddings (`mmd index --rebuild`). Upserts only new or changed items,
 removes items that left the dataset, and makes sure the synthetic-pool collection
-exists with the same encoder. Writes `reports/index.json`.
+exists with the same encoder and mirrors the pool's files. Writes `reports/index.json`
+and `<data>/embeddings/indexed.json` (what the store holds, for the stages that read it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from mmd.config import Settings
 from mmd.embed import paths as embed_paths, read_vectors
-from mmd.items import ITEM_SCHEMA, now_iso, read_table
+from mmd.items import ITEM_SCHEMA, now_iso, read_table, sha256_hex
 from mmd.util import write_json
 
 # the payload fields retrieval filters on (indexed in the store) and shows to people
@@ -70,9 +71,18 @@ def run_index(settings: Settings, rebuild: bool = False) -> IndexReport:
             store.upsert(cfg.items_collection, [ids[n] for n in todo], mixed[np.array(todo)], payloads, cfg.batch_size)
         deleted = store.delete(cfg.items_collection, gone) if gone else 0
         total = store.count(cfg.items_collection)
+        # the synthetic pool is mirrored from its files too, so a lost store comes back whole
+        from mmd.synth.generate import sync_synthetic
+
+        sync_synthetic(settings, store)
     finally:
         store.close()
     report = IndexReport(cfg.backend, cfg.items_collection, encoder, total, len(todo), deleted,
                          len(ids) - len(todo), rebuild, round(time.perf_counter() - started, 3))
     write_json(settings.reports_dir / "index.json", {"indexed_at": now_iso(), **report.to_dict()})
+    # what the store now holds, and nothing about when: the stages that read the store
+    # depend on this file, so they rerun when its contents change and only then
+    digest = sha256_hex("\n".join(sorted(f"{i}\x1f{h}" for i, h in zip(ids, hashes))))
+    write_json(embed_paths(settings)["indexed"], {"backend": cfg.backend, "collection": cfg.items_collection,
+                                                  "encoder": encoder, "points": total, "content": digest})
     return report

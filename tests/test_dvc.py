@@ -1,5 +1,6 @@
-"""The real DVC pipeline: `dvc repro` runs ingest, validate, embed and index, reruns only
-what changed, rebuilds a lost vector store, and `dvc push` stores the data in the remote."""
+"""The real DVC pipeline: `dvc repro` runs ingest, validate, embed, index, synthesize and
+select, reruns only what changed, rebuilds a lost vector store, and `dvc push` stores the
+data in the remote."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-STAGES = ("ingest", "validate", "embed", "index")
+STAGES = ("ingest", "validate", "embed", "index", "synthesize", "select")
 
 
 def test_repro_runs_every_stage_then_only_what_changed(project: Path, tmp_path: Path):
@@ -67,9 +68,16 @@ def test_repro_runs_every_stage_then_only_what_changed(project: Path, tmp_path: 
     assert embedded["embedded"] == report["accepted"] and embedded["reconciled"]
     assert json.loads((project / "reports" / "index.json").read_text())["total"] == report["accepted"]
 
-    # nothing new: ingest runs (it is incremental) and everything after it is skipped
+    pool = json.loads((project / "reports" / "synthesize.json").read_text())
+    assert pool["new"] > 0 and pool["reconciled"]
+    selected = json.loads((project / "reports" / "select.json").read_text())
+    assert selected["selected"] == min(selected["k"], pool["pool_after"])
+    assert (project / "data" / "selected" / "selected.parquet").exists()
+    assert "data/selected" in (project / "dvc.lock").read_text()  # a versioned output
+
+    # nothing new: ingest and index run (both incremental) and everything else is skipped
     out = _run([dvc, "repro"], project).stdout
-    for stage in STAGES[1:]:
+    for stage in ("validate", "embed", "synthesize", "select"):
         assert f"Stage '{stage}' didn't change, skipping" in out
     assert json.loads((project / "reports" / "ingest.json").read_text())["totals"]["accepted"] == 0
 
@@ -84,12 +92,20 @@ def test_repro_runs_every_stage_then_only_what_changed(project: Path, tmp_path: 
     embedded = json.loads((project / "reports" / "embed.json").read_text())
     assert (embedded["encoded_texts"], embedded["encoded_images"]) == (1, 0)  # only the new claim
     assert json.loads((project / "reports" / "index.json").read_text())["upserted"] == 1
+    assert json.loads((project / "reports" / "synthesize.json").read_text())["pool_after"] >= pool["pool_after"]
 
     # the vector store is only an index: lost, it is rebuilt from the versioned embeddings
     shutil.rmtree(project / "data" / "qdrant")
     out = _run([dvc, "repro"], project).stdout
     assert "Running stage 'index'" in out and "Running stage 'embed'" not in out
+    assert "Running stage 'synthesize'" not in out  # the store holds the same items as before
     assert json.loads((project / "reports" / "index.json").read_text())["total"] == report["accepted"] + 1
+    from mmd.store import open_store
+
+    settings = load_settings(project / "params.yaml")
+    with open_store(settings.params.index, settings.data_dir) as store:  # the pool came back with the items
+        pool_now = json.loads((project / "reports" / "synthesize.json").read_text())["pool_after"]
+        assert store.count(settings.params.index.synthetic_collection) == pool_now
 
     # a params change to one section reruns the stage that reads it
     params = yaml.safe_load((project / "params.yaml").read_text())

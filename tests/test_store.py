@@ -415,3 +415,35 @@ def test_server_down_fails_fast(monkeypatch):
     with pytest.raises(StoreError, match=rf"cannot reach the Qdrant server at http://127.0.0.1:{port}"):
         open_store(IndexConfig(backend="server", url=f"http://127.0.0.1:{port}"))
     assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("backend", ["embedded", "local"])
+def test_vectors_pages_back_what_was_stored_with_filters(tmp_path, backend):
+    from mmd.config import IndexConfig
+    from mmd.store import open_store
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(2500, 8)).astype(np.float32)
+    ids = [f"i{n}" for n in range(len(vecs))]
+    payloads = [{"label": n % 2, "kind": "meme"} for n in range(len(vecs))]
+    with open_store(IndexConfig(backend=backend), tmp_path) as store:
+        store.ensure_collection("items", 8, "enc")
+        store.upsert("items", ids, vecs, payloads)
+        pages = list(store.vectors("items"))
+        assert len(pages) >= 2  # more than one page: memory stays bounded
+        got = {i: v for page_ids, mat, _ in pages for i, v in zip(page_ids, mat)}
+        assert set(got) == set(ids)
+        unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+        for n in (0, 1, 2499):
+            np.testing.assert_allclose(got[ids[n]], unit[n], atol=1e-5)
+        odd = [i for page_ids, _, pl in store.vectors("items", {"label": 1}, fields=["label"]) for i, p in zip(page_ids, pl)
+               if p["label"] == 1]
+        assert sorted(odd) == sorted(ids[1::2])
+        even = [i for page_ids, _, _ in store.vectors("items", {"label": {"not": 1}}) for i in page_ids]
+        assert sorted(even) == sorted(ids[0::2])
+        hits = store.search("items", vecs[1], k=5, filter={"label": {"not": [1]}, "kind": "meme"}, exact=True)
+        assert len(hits) == 5 and all(h.payload["label"] == 0 for h in hits)
+        with pytest.raises(StoreError, match="only mapping"):
+            store.search("items", vecs[1], filter={"label": {"is": 1}})
+        with pytest.raises(StoreError, match="no collection"):
+            list(store.vectors("nope"))

@@ -163,6 +163,8 @@ class Encoder(abc.ABC):
     device: torch.device = torch.device("cpu")
     # True for backends that look vectors up by item id instead of computing them
     keyed_by_id: bool = False
+    # True when text and image vectors live in one space (CLIP), so text can find images
+    shared_space: bool = False
     # what `image_transform` takes: "pil" (an RGB PIL image) or "tensor" (RGB uint8 (3, H, W))
     image_input: str = "pil"
 

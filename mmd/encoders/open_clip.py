@@ -136,6 +136,8 @@ def _file_sha256(path: Path) -> str:
 class OpenClipEncoder(Encoder):
     """An open_clip model; text and image vectors share one space (text_dim == image_dim)."""
 
+    shared_space = True
+
     def __init__(self, cfg: OpenClipConfig, root: Path | None = None, device: str = "auto", threads: int | None = None):
         try:
             import open_clip

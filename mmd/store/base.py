@@ -34,6 +34,7 @@ PAYLOAD_INDEXES: dict[str, str] = {
     "source": "keyword",
     "split": "keyword",
     "generator": "keyword",
+    "group": "keyword",
     "ingested_at": "datetime",
 }
 
@@ -103,11 +104,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
-Condition = tuple[str, Any]  # (field, value) -> MatchValue, or (field, [values]) -> MatchAny
+# (field, value, negated): value -> MatchValue, [values] -> MatchAny; negated conditions must not hold
+Condition = tuple[str, Any, bool]
+
+
+def _condition(field: str, value: Any, negated: bool) -> Condition:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        values = list(value)
+        kinds = {bool if isinstance(v, bool) else int if isinstance(v, int) else str if isinstance(v, str) else None for v in values}
+        if not values or None in kinds or bool in kinds or len(kinds) > 1:
+            raise StoreError(
+                f"filter[{field!r}]: a list must be non-empty and hold only strings or only integers, got {values!r:.80}"
+            )
+        return (field, values, negated)
+    if isinstance(value, (str, int, bool)):
+        return (field, value, negated)
+    raise StoreError(f"filter[{field!r}]: values must be a string, integer, boolean or a list of them, got {value!r:.80}")
 
 
 def parse_filter(filter: Mapping[str, Any] | None) -> list[Condition]:
-    """{field: value or [values]} -> checked (field, value) pairs, all of which must hold."""
+    """{field: value or [values] or {"not": value or [values]}} -> checked conditions, all of which must hold.
+
+    `{"not": …}` excludes: `{"group": {"not": "sandy"}}` keeps points whose group is anything
+    else, or absent.
+    """
     if not filter:
         return []
     if not isinstance(filter, Mapping):
@@ -117,18 +137,13 @@ def parse_filter(filter: Mapping[str, Any] | None) -> list[Condition]:
         if not isinstance(field, str) or not field:
             raise StoreError(f"filter keys must be payload field names, got {field!r}")
         value = _plain(value)
-        if isinstance(value, (list, tuple, set, frozenset)):
-            values = list(value)
-            kinds = {bool if isinstance(v, bool) else int if isinstance(v, int) else str if isinstance(v, str) else None for v in values}
-            if not values or None in kinds or bool in kinds or len(kinds) > 1:
-                raise StoreError(
-                    f"filter[{field!r}]: a list must be non-empty and hold only strings or only integers, got {values!r:.80}"
-                )
-            out.append((field, values))
-        elif isinstance(value, (str, int, bool)):
-            out.append((field, value))
+        if isinstance(value, dict):
+            if set(value) != {"not"}:
+                raise StoreError(f"filter[{field!r}]: the only mapping a filter takes is {{'not': value or [values]}}, "
+                                 f"got {value!r:.80}")
+            out.append(_condition(field, value["not"], True))
         else:
-            raise StoreError(f"filter[{field!r}]: values must be a string, integer, boolean or a list of them, got {value!r:.80}")
+            out.append(_condition(field, value, False))
     return out
 
 
@@ -179,8 +194,10 @@ class VectorStore(ABC):
         """One list of hits per row of vectors; exclude[i] are point ids to leave out of row i."""
 
     @abstractmethod
-    def _scroll(self, name: str, fields: list[str]) -> Iterator[tuple[str, dict]]:
-        """(item id, payload restricted to `fields`) for every point, page by page."""
+    def _scroll(
+        self, name: str, fields: list[str], conditions: list[Condition] | None = None, with_vectors: bool = False
+    ) -> Iterator[list[tuple[str, dict, list[float] | None]]]:
+        """Pages of (item id, payload restricted to `fields`, vector or None) for the matching points."""
 
     @abstractmethod
     def _existing(self, name: str, pids: list[str]) -> list[str]:
@@ -262,12 +279,29 @@ class VectorStore(ABC):
     def ids(self, name: str) -> set[str]:
         """Every item id in the collection."""
         self._require(name)
-        return {item for item, _ in self._scroll(name, [])}
+        return {item for page in self._scroll(name, []) for item, _, _ in page}
 
     def hashes(self, name: str, field: str = "content_hash") -> dict[str, Any]:
         """item id -> the payload's `field` (None where absent), to re-index only what changed."""
         self._require(name)
-        return {item: payload.get(field) for item, payload in self._scroll(name, [field])}
+        return {item: payload.get(field) for page in self._scroll(name, [field]) for item, payload, _ in page}
+
+    def vectors(
+        self, name: str, filter: Mapping[str, Any] | None = None, fields: Sequence[str] = ()
+    ) -> Iterator[tuple[list[str], np.ndarray, list[dict]]]:
+        """The stored vectors of the points matching `filter`, a page at a time: (item ids, vectors, payloads).
+
+        Pages keep memory bounded however large the collection is; vectors come back as
+        float32 rows as the store holds them (unit length under cosine distance).
+        """
+        meta = self._require(name)
+        conditions = parse_filter(filter)
+        for page in self._scroll(name, list(fields), conditions, with_vectors=True):
+            if not page:
+                continue
+            ids = [item for item, _, _ in page]
+            matrix = np.asarray([vec for _, _, vec in page], dtype=np.float32).reshape(len(page), meta.dim or -1)
+            yield ids, matrix, [payload for _, payload, _ in page]
 
     # ------------------------------------------------------------------ writes
     def upsert(

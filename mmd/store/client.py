@@ -39,13 +39,13 @@ _SCHEMA_TYPES = {
 
 
 def _filter(conditions: list[Condition], exclude: list[str]) -> models.Filter | None:
-    must = [
-        models.FieldCondition(
-            key=field, match=models.MatchAny(any=value) if isinstance(value, list) else models.MatchValue(value=value)
-        )
-        for field, value in conditions
-    ]
-    must_not = [models.HasIdCondition(has_id=exclude)] if exclude else []
+    def cond(field, value):
+        match = models.MatchAny(any=value) if isinstance(value, list) else models.MatchValue(value=value)
+        return models.FieldCondition(key=field, match=match)
+
+    must = [cond(field, value) for field, value, negated in conditions if not negated]
+    must_not = [cond(field, value) for field, value, negated in conditions if negated]
+    must_not += [models.HasIdCondition(has_id=exclude)] if exclude else []
     if not must and not must_not:
         return None
     return models.Filter(must=must or None, must_not=must_not or None)
@@ -193,16 +193,19 @@ class ClientStore(VectorStore):
             ]
             return [[_hit(p) for p in r.points] for r in self.client.query_batch_points(name, requests=requests)]
 
-    def _scroll(self, name: str, fields: list[str]) -> Iterator[tuple[str, dict]]:
+    def _scroll(
+        self, name: str, fields: list[str], conditions: list[Condition] | None = None, with_vectors: bool = False
+    ) -> Iterator[list[tuple[str, dict, list[float] | None]]]:
         offset = None
+        flt = _filter(conditions or [], [])
         while True:
             with self._guarded("scroll", name):
                 records, offset = self.client.scroll(
-                    name, limit=_SCROLL_PAGE, offset=offset, with_payload=["item_id", *fields], with_vectors=False
+                    name, scroll_filter=flt, limit=_SCROLL_PAGE, offset=offset, with_payload=["item_id", *fields],
+                    with_vectors=with_vectors,
                 )
-            for record in records:
-                payload = record.payload or {}
-                yield str(payload.get("item_id", record.id)), payload
+            yield [(str((r.payload or {}).get("item_id", r.id)), r.payload or {}, r.vector if with_vectors else None)
+                   for r in records]
             if offset is None:
                 return
 

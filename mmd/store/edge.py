@@ -47,14 +47,20 @@ class _Busy(StoreError):
 
 
 def _filter(conditions: list[Condition], exclude: list[str]) -> qe.Filter | None:
-    must = [
-        qe.FieldCondition(key=field, match=qe.MatchAny(value) if isinstance(value, list) else qe.MatchValue(value))
-        for field, value in conditions
-    ]
-    must_not = [qe.HasIdCondition(set(exclude))] if exclude else []
+    def cond(field, value):
+        return qe.FieldCondition(key=field, match=qe.MatchAny(value) if isinstance(value, list) else qe.MatchValue(value))
+
+    must = [cond(field, value) for field, value, negated in conditions if not negated]
+    must_not = [cond(field, value) for field, value, negated in conditions if negated]
+    must_not += [qe.HasIdCondition(set(exclude))] if exclude else []
     if not must and not must_not:
         return None
     return qe.Filter(must=must or None, must_not=must_not or None)
+
+
+def _vector(record) -> list[float]:
+    vec = record.vector
+    return vec.get("") if isinstance(vec, dict) else vec  # the collection has one unnamed vector
 
 
 def _hit(point) -> Hit:
@@ -203,18 +209,21 @@ class EdgeStore(VectorStore):
                 return [[_hit(p) for p in shard.query(requests[0])]]
             return [[_hit(p) for p in points] for points in shard.query_batch(qe.QueryBatchRequest(requests))]
 
-    def _scroll(self, name: str, fields: list[str]) -> Iterator[tuple[str, dict]]:
+    def _scroll(
+        self, name: str, fields: list[str], conditions: list[Condition] | None = None, with_vectors: bool = False
+    ) -> Iterator[list[tuple[str, dict, list[float] | None]]]:
         shard = self._shard(name)
         offset = None
         selector = qe.PayloadSelector.Include(["item_id", *fields])
+        flt = _filter(conditions or [], [])
         while True:
             with self._guarded("scroll", name):
                 records, offset = shard.scroll(
-                    qe.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, with_payload=selector, with_vector=False)
+                    qe.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, filter=flt, with_payload=selector,
+                                     with_vector=with_vectors)
                 )
-            for record in records:
-                payload = record.payload or {}
-                yield str(payload.get("item_id", record.id)), payload
+            yield [(str((r.payload or {}).get("item_id", r.id)), r.payload or {}, _vector(r) if with_vectors else None)
+                   for r in records]
             if offset is None:
                 return
 

@@ -1,0 +1,1 @@
+"""Synthetic training data: generators and selection against the real distribution."""
