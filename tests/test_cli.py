@@ -55,6 +55,9 @@ def test_demo_runs_and_prints_summary_and_outputs(demo_run):
         "validation report": root / "reports" / "validation.html",
         "ingest metrics": root / "reports" / "ingest.json",
         "embeddings": root / "data" / "embeddings" / "items.parquet",
+        "synthetic pool": root / "data" / "synthetic" / "pool.parquet",
+        "selected synthetic set": root / "data" / "selected" / "selected.parquet",
+        "selection report": root / "reports" / "select.json",
     }
     for what, path in outputs.items():
         assert row(out, what) == [what, str(path)]
@@ -66,6 +69,23 @@ def test_demo_runs_and_prints_summary_and_outputs(demo_run):
     embed_report = json.loads((root / "reports" / "embed.json").read_text())
     assert embed_report["reconciled"] and embed_report["embedded"] == 133
     assert json.loads((root / "reports" / "index.json").read_text())["total"] == 133
+    # synthesize and select ran: the pool reconciles and k = 100 were selected from it
+    pool = json.loads((root / "reports" / "synthesize.json").read_text())
+    assert pool["reconciled"] and pool["new"] == pool["pool_after"] > 100
+    selected = json.loads((root / "reports" / "select.json").read_text())
+    assert selected["selected"] == 100 and selected["ranked_by"].startswith("proxy:")
+
+
+def test_select_and_synthesize_from_the_command_line(demo_run):
+    root, _ = demo_run
+    result = CliRunner().invoke(app, ["select", "--params", str(root / "params.yaml"), "--method", "semsim", "-k", "7"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((root / "reports" / "select.json").read_text())["selected"] == 7
+    result = CliRunner().invoke(app, ["select", "--params", str(root / "params.yaml"), "--method", "bogus"])
+    assert result.exit_code == 1 and "unknown selection method" in result.output
+    result = CliRunner().invoke(app, ["synthesize", "--params", str(root / "params.yaml")])
+    assert result.exit_code == 0 and "pool" in result.output
+    assert json.loads((root / "reports" / "synthesize.json").read_text())["new"] == 0  # nothing new since the demo
 
 
 @pytest.mark.slow

@@ -109,7 +109,11 @@ class SynthesizeReport:
 
 @dataclass
 class Candidate:
-    """One synthetic item before its vector exists; `text_of` / `image_of` name where the parts come from."""
+    """One synthetic item before its vector exists.
+
+    `text_vec` / `image_vec` hold a freshly encoded vector, or the id of the real item whose
+    text / image vector is reused (an out-of-context pair encodes nothing new).
+    """
 
     item: Item
     generator: str
@@ -162,7 +166,8 @@ class _Real:
         return i if has else None
 
     def neighbours(self, ids: list[str], mode: str, k: int, filters: Callable[[dict], dict]) -> dict[str, list]:
-        """Exact nearest real items of each parent, by its image half, text half or whole vector."""
+        """Exact nearest real items of each parent, by `mode`: image (image -> image), text (text -> image
+        with a shared-space encoder, else caption -> caption), caption (caption -> caption) or whole."""
         from mmd.encoders import mix
 
         self.vectors(ids)
@@ -170,7 +175,7 @@ class _Real:
         w = self.settings.params.embed.text_weight
         collection = self.settings.params.index.items_collection
         for start in range(0, len(ids), 256):
-            batch = [i for i in ids[start : start + 256]]
+            batch = ids[start : start + 256]
             queries = []
             for i in batch:
                 t, img, has = self._vec[i]
@@ -179,12 +184,12 @@ class _Real:
                     q = mix(zt[None], img[None], np.array([True]), 0.0)
                 elif mode == "text" and self.encoder.shared_space:
                     q = mix(zt[None], t[None], np.array([True]), 0.0)  # the caption looks among images
-                elif mode == "text":
+                elif mode in ("text", "caption"):  # caption -> caption
                     q = mix(t[None], zi[None], np.array([False]), 1.0)
                 else:
                     q = mix(t[None], img[None], np.array([has]), w)
                 queries.append(q[0])
-            # one filter per parent kind: batch by kind so each search call has one filter
+            # a search call takes one filter: group the parents that share one
             by_filter: dict[str, list[int]] = {}
             for n, i in enumerate(batch):
                 by_filter.setdefault(json.dumps(filters(self.rows[i]) | self.not_held_out, sort_keys=True), []).append(n)
@@ -266,7 +271,7 @@ def caption_edit(real: _Real, parents: list[str], cfg, seed: int, report: Genera
     from mmd.synth.edits import swap_edit
 
     rows = real.rows
-    found = real.neighbours(parents, "text", cfg.neighbours, lambda r: {"kind": r["kind"]})
+    found = real.neighbours(parents, "caption", cfg.neighbours, lambda r: {"kind": r["kind"]})
     encode: list[tuple[int, str]] = []
     out: list[Candidate] = []
     for pid in parents:
