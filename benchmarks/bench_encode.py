@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 from mmd.config import EmbedConfig  # noqa: E402
 from mmd.encoders import EmbeddingCache, build_encoder, embed_items  # noqa: E402
 from mmd.encoders.base import loader_workers  # noqa: E402
-from mmd.util import write_json  # noqa: E402
+from mmd.util import cpu_ticks, write_json  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("MMD_SHARED_DATASETS", REPO.parent / "shared" / "datasets")) / "harmeme"
 
@@ -61,15 +61,6 @@ def load_rows(data_dir: Path, n: int) -> list[dict]:
             if len(rows) == n:
                 break
     return rows
-
-
-def cpu_ticks() -> tuple[int, int] | None:
-    """(steal, total) jiffies from /proc/stat: on a VM, time the host gave to others."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return (fields[7] if len(fields) > 7 else 0), sum(fields)
 
 
 def bare_forward(encoder, text_batches, image_batches) -> float:

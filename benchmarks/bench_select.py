@@ -51,6 +51,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from mmd.util import cpu_ticks  # noqa: E402  (imports no torch: the parent must stay small)
 
 MiB = 1024 * 1024
 CLUSTERS = 8
@@ -259,15 +260,6 @@ def run_in_fresh_process(spec: dict, timeout: float) -> dict:
 
 
 # --------------------------------------------------------------------------- report
-def cpu_ticks() -> tuple[int, int] | None:
-    """(steal, total) jiffies from /proc/stat: on a VM, time the host gave to others."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return (fields[7] if len(fields) > 7 else 0), sum(fields)
-
-
 def spot_check(exact: np.ndarray, sampled: np.ndarray, n: int) -> dict:
     from scipy.stats import spearmanr
 
