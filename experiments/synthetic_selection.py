@@ -116,7 +116,7 @@ def run_target(name: str, spec: dict, items, vec, pool, pvec, cfg) -> list[dict]
     target = vec[train.row.to_numpy()]
     if len(target) > cfg.max_target:
         target = target[np.random.default_rng(cfg.seed).permutation(len(target))[: cfg.max_target]]
-    chunks = chunks_from(X_c, {i: i for i in range(len(X_c))}, list(range(len(X_c))))
+    chunks = chunks_from(X_c)
     print(f"[{name}] real train {len(train)} (pos {train.label.mean():.2f}), test {len(test)} "
           f"(pos {test.label.mean():.2f}), candidates {len(cand)} (pos {y_c.mean():.2f}), target {len(target)}",
           flush=True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -22,12 +23,19 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="The params file to run against.")
 
 
-def _settings(params: Path) -> Settings:
+@contextlib.contextmanager
+def _exits_on(*errors: type[BaseException], code: int = 1) -> Iterator[None]:
+    """Expected failures (bad input, a missing stage output) print their message and exit with `code`."""
     try:
-        return load_settings(params)
-    except ConfigError as exc:
+        yield
+    except errors as exc:
         err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        raise typer.Exit(code) from None
+
+
+def _settings(params: Path) -> Settings:
+    with _exits_on(ConfigError, code=2):
+        return load_settings(params)
 
 
 def _ingest_table(result) -> Table:
@@ -63,11 +71,8 @@ def ingest(
     from mmd.ingest import run_ingest
 
     settings = _settings(params)
-    try:
+    with _exits_on(ValueError, code=2):
         result = run_ingest(settings, only=source, show_progress=not quiet)
-    except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
     console.print(_ingest_table(result))
     console.print(f"{result.accepted} new items; {result.total_items} in {result.items_path}")
 
@@ -117,11 +122,8 @@ def embed(params: Path = ParamsOpt, quiet: bool = typer.Option(False, "--quiet",
     from mmd.embed import run_embed
     from mmd.encoders import EncoderUnavailable
 
-    try:
+    with _exits_on(EncoderUnavailable, code=2):
         r = run_embed(_settings(params), show_progress=not quiet)
-    except EncoderUnavailable as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
     console.print(_embed_table(r))
 
 
@@ -151,11 +153,8 @@ def index(
     from mmd.index import run_index
     from mmd.store import StoreError
 
-    try:
+    with _exits_on(StoreError, FileNotFoundError):
         r = run_index(_settings(params), rebuild=rebuild)
-    except (StoreError, FileNotFoundError) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     console.print(_index_table(r))
 
 
@@ -166,11 +165,8 @@ def synthesize(params: Path = ParamsOpt) -> None:
     from mmd.store import StoreError
     from mmd.synth.generate import run_synthesize
 
-    try:
+    with _exits_on(EncoderUnavailable, StoreError, FileNotFoundError, ValueError):
         r = run_synthesize(_settings(params))
-    except (EncoderUnavailable, StoreError, FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     console.print(_synthesize_table(r))
 
 
@@ -196,11 +192,8 @@ def select(
     from mmd.synth.scoring import SelectionError
     from mmd.synth.select import run_select
 
-    try:
+    with _exits_on(SelectionError, StoreError, FileNotFoundError):
         r = run_select(_settings(params), method=method, k=k)
-    except (SelectionError, StoreError, FileNotFoundError) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     console.print(_select_table(r))
 
 
@@ -232,11 +225,8 @@ def search(
         err.print("[red]give a query text, an --image, or both[/red]")
         raise typer.Exit(2)
     filters = {k_: v for k_, v in (("kind", kind), ("label", label)) if v is not None}
-    try:
+    with _exits_on(StoreError, EncoderUnavailable, FileNotFoundError, ValueError):
         hits = search_items(_settings(params), text, image, k, filters or None)
-    except (StoreError, EncoderUnavailable, FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     t = Table(title=f"top {k} for {text!r}" + (f" + {image.name}" if image else ""))
     for col in ("#", "score", "kind", "label", "source", "id", "text", "image"):
         t.add_column(col)
@@ -270,11 +260,8 @@ def demo(
                       f"(+{corpus.broken} broken on purpose) in {corpus.root}")
     result = run_ingest(settings, show_progress=sys.stderr.isatty())
     console.print(_ingest_table(result))
-    try:
+    with _exits_on(ValidationFailed):
         vres = run_validate(settings)
-    except ValidationFailed as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     console.print(_validation_table(vres))
     from mmd.embed import run_embed
     from mmd.index import run_index

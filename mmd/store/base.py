@@ -278,8 +278,13 @@ class VectorStore(ABC):
 
     def ids(self, name: str) -> set[str]:
         """Every item id in the collection."""
+        return set(self.ordered_ids(name))
+
+    def ordered_ids(self, name: str, filter: Mapping[str, Any] | None = None) -> list[str]:
+        """The item ids of the points matching `filter`, in the order `vectors()` pages them."""
         self._require(name)
-        return {item for page in self._scroll(name, []) for item, _, _ in page}
+        conditions = parse_filter(filter)
+        return [item for page in self._scroll(name, [], conditions) for item, _, _ in page]
 
     def hashes(self, name: str, field: str = "content_hash") -> dict[str, Any]:
         """item id -> the payload's `field` (None where absent), to re-index only what changed."""

@@ -43,7 +43,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
 from mmd.config import Settings
@@ -520,6 +519,5 @@ def sync_synthetic(settings: Settings, store) -> int:
 
 def pool_rows(settings: Settings, ids: list[str]) -> list[dict[str, Any]]:
     """The pool's rows for these synthetic ids, in that order."""
-    table = pq.read_table(paths(settings)["pool"])
-    by_id = {r["id"]: r for r in table.to_pylist()}
+    by_id = {r["id"]: r for r in read_pool(settings).to_pylist()}
     return [by_id[i] for i in ids]

@@ -49,7 +49,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-def _check_target(target: np.ndarray) -> np.ndarray:
+def check_pool(n: int) -> None:
+    """An empty synthetic pool is a clear error."""
+    if n == 0:
+        raise SelectionError("the synthetic pool is empty: there is nothing to select from (run `mmd synthesize`)")
+
+
+def check_target(target: np.ndarray) -> np.ndarray:
+    """The real target as unit rows; an empty one is a clear error."""
     target = np.asarray(target)
     if target.ndim != 2 or len(target) == 0:
         raise SelectionError(
@@ -62,7 +69,7 @@ def _check_target(target: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- SemSim
 def real_mean(target: np.ndarray) -> np.ndarray:
     """The unit mean feature of the real set, the one vector SemSim compares against."""
-    mean = _check_target(target).mean(axis=0)
+    mean = check_target(target).mean(axis=0)
     norm = float(np.linalg.norm(mean))
     if norm < 1e-8:
         raise SelectionError("the real target's features cancel out (their mean is zero): SemSim has no direction")
@@ -84,7 +91,6 @@ class DisSimConfig:
     max_iter: int = 1000
     tol: float = 1e-5  # mass misplaced on the real side (L1, of a total of 1) at which Sinkhorn stops
     chunk: int = 4096  # candidates scored at once: memory is chunk x (real points)
-    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -141,9 +147,8 @@ def _sinkhorn(x: torch.Tensor, y: torch.Tensor, epsilon: float, max_iter: int, t
 
 def fit_potential(sample: np.ndarray, target: np.ndarray, cfg: DisSimConfig = DisSimConfig()) -> Potential:
     """Sinkhorn between a candidate sample and the real set; returns the real-side potential."""
-    target = _check_target(target)
-    if len(sample) == 0:
-        raise SelectionError("the synthetic pool is empty: there is nothing to select from")
+    target = check_target(target)
+    check_pool(len(sample))
     y = torch.from_numpy(target)
     _, g, it, err = _sinkhorn(torch.from_numpy(_unit(sample)), y, cfg.epsilon, cfg.max_iter, cfg.tol)
     log_b = torch.full((len(y),), -float(np.log(len(y))), dtype=torch.float64)
@@ -207,15 +212,9 @@ def dissim_scores(
     `chunks` is called twice (a pass to sample, a pass to score), so candidates may stream
     from a file or a store without ever being held together.
     """
-    previous = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        sample = reservoir(chunks(), cfg.sample, np.random.default_rng(seed))
-        potential = fit_potential(sample, target, cfg)
-        f = potentials(potential, _rechunk(chunks(), cfg.chunk))
-    finally:
-        torch.set_num_threads(previous)
+    sample = reservoir(chunks(), cfg.sample, np.random.default_rng(seed))
+    potential = fit_potential(sample, target, cfg)
+    f = potentials(potential, _rechunk(chunks(), cfg.chunk))
     return calibrate(f), potential
 
 

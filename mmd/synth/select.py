@@ -35,6 +35,8 @@ from mmd.items import now_iso, write_table
 from mmd.synth.scoring import (
     DisSimConfig,
     SelectionError,
+    check_pool,
+    check_target,
     dissim_scores,
     reservoir,
     rrf,
@@ -77,11 +79,8 @@ def choose(method: str, chunks: Chunks, n: int, target: np.ndarray, k: int, cfg:
     """Rank n candidates (streamed by `chunks`, callable more than once) against the real target; keep k."""
     if k < 1:
         raise SelectionError(f"the budget k must be at least 1, got {k}")
-    if n == 0:
-        raise SelectionError("the synthetic pool is empty: there is nothing to select from (run `mmd synthesize`)")
-    if len(target) == 0:
-        raise SelectionError("the real target set is empty: selection needs real items to compare the synthetic "
-                             "pool with (check select.target and that `mmd index` has indexed real items)")
+    check_pool(n)
+    check_target(target)
     if method == "random":
         score = np.random.default_rng(cfg.seed).random(n)
         return Choice("random", top_k(score, k), score)
@@ -175,7 +174,7 @@ class SelectReport:
 
 def _stream(store, name: str, filter: dict) -> tuple[list[str], Chunks]:
     """The ids of the matching points, and a callable that streams their vectors in the same order."""
-    ids = [i for page_ids, _, _ in store.vectors(name, filter) for i in page_ids]
+    ids = store.ordered_ids(name, filter)
 
     def chunks() -> Iterable[np.ndarray]:
         seen = 0
@@ -222,24 +221,24 @@ def run_select(settings: Settings, method: str | None = None, k: int | None = No
     rows = pool_rows(settings, chosen)
     pool_table, pool_vectors, encoder = read_vectors(settings.data_dir / "synthetic" / "vectors.parquet")
     where = {i: n for n, i in enumerate(pool_table.column("id").to_pylist())}
-    vec = pool_vectors[[where[i] for i in chosen]] if chosen else np.zeros((0, pool_vectors.shape[1]), np.float32)
-    extra = {name: col for name, col in choice.scores.items()}
+    at = np.array([where[i] for i in chosen], dtype=np.int64)
+    vec = pool_vectors[at]
     selected = pa.Table.from_pylist([
         {**row, "rank": r + 1, "score": float(choice.score[i]),
-         **{name: float(col[i]) for name, col in extra.items()}}
+         **{name: float(col[i]) for name, col in choice.scores.items()}}
         for r, (row, i) in enumerate(zip(rows, choice.order))
     ])
     write_table(selected.replace_schema_metadata({"method": method, "ranked_by": choice.method, "k": str(k)}),
                 p["selected"])
     write_vectors(p["features"], chosen, [r["content_hash"] for r in rows],
-                  pool_table.column("has_image").to_numpy(zero_copy_only=False)[[where[i] for i in chosen]]
-                  if chosen else np.zeros(0, bool), vec, encoder)
+                  pool_table.column("has_image").to_numpy(zero_copy_only=False)[at], vec, encoder)
     in_set = np.zeros(len(ids), bool)
     in_set[choice.order] = True
     write_table(pa.table({"id": ids, "score": choice.score, "selected": in_set,
-                          **{name: col for name, col in extra.items()}}), p["scores"])
+                          **choice.scores}), p["scores"])
 
-    random_pick = _gather(chunks_from(pool_vectors, where, ids), np.random.default_rng(cfg.seed).permutation(len(ids))[:k])
+    candidates = np.array([where[i] for i in ids], dtype=np.int64)
+    random_pick = pool_vectors[candidates[np.random.default_rng(cfg.seed).permutation(len(ids))[:k]]]
     report = SelectReport(
         method=method, ranked_by=choice.method, k=k, selected=len(chosen), candidates=len(ids),
         target=target_total, target_used=len(target),
@@ -252,9 +251,9 @@ def run_select(settings: Settings, method: str | None = None, k: int | None = No
     return report
 
 
-def chunks_from(vectors: np.ndarray, where: dict[str, int], ids: list[str], size: int = 4096) -> Chunks:
-    rows = np.array([where[i] for i in ids], dtype=np.int64)
-    return lambda: (vectors[rows[s : s + size]] for s in range(0, len(rows), size))
+def chunks_from(vectors: np.ndarray, size: int = 4096) -> Chunks:
+    """Candidates held in memory, as the re-callable chunk stream `choose` takes."""
+    return lambda: (vectors[s : s + size] for s in range(0, len(vectors), size))
 
 
 def _counts(values: Iterable) -> dict:
