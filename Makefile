@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test venv clean-demo lint experiment-synthetic
+.PHONY: demo test venv clean-demo lint experiment-synthetic experiment-cmc
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ test: $(STAMP)
 # writes docs/experiments/synthetic-selection.{json,png} and its table
 experiment-synthetic: $(STAMP)
 	$(BIN)/python experiments/synthetic_selection.py
+
+# Wei et al.'s CMC ablation on MediaEval (held-out events): docs/experiments/cmc-ablation*
+experiment-cmc: $(STAMP)
+	$(BIN)/python experiments/cmc_ablation.py
 
 clean-demo:
 	rm -rf data reports inbox/demo

@@ -208,6 +208,74 @@ def _select_table(r) -> Table:
 
 
 @app.command()
+def train(
+    params: Path = ParamsOpt,
+    model: str = typer.Option("cmc", "--model", help="Which detector: cmc."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="A CMC variant (default: cmc.variant)."),
+    ablation: bool = typer.Option(False, "--ablation", help="Train every variant in cmc.ablation and write the table."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds for --ablation."),
+) -> None:
+    """Train a detector on the real items plus the selected synthetic set; save it with its metrics."""
+    from mmd.encoders import EncoderUnavailable
+    from mmd.models.cmc.config import VARIANTS
+    from mmd.models.cmc.train import paths as cmc_paths, run_ablation, run_train_cmc
+    from mmd.models.data import TrainingDataError
+
+    if model != "cmc":
+        err.print(f"[red]unknown model {model!r}: cmc[/red]")
+        raise typer.Exit(2)
+    if variant is not None and variant not in VARIANTS:
+        err.print(f"[red]unknown variant {variant!r}: one of {', '.join(VARIANTS)}[/red]")
+        raise typer.Exit(2)
+    settings = _settings(params)
+    log = (lambda m: err.print(m)) if sys.stderr.isatty() else None
+    with _exits_on(TrainingDataError, EncoderUnavailable, FileNotFoundError, ValueError):
+        if ablation:
+            seed_list = [int(x) for x in seeds.split(",")] if seeds else None
+            result = run_ablation(settings, seeds=seed_list, log=log)
+            console.print(f"ablation scored on {result['scored_on']} ({len(result['seeds'])} seed(s)):")
+            console.print(cmc_paths(settings)["ablation_table"].read_text())
+            console.print(f"table: {cmc_paths(settings)['ablation_table']}")
+            return
+        report = run_train_cmc(settings, variant, log=log)
+    t = Table(title=f"train cmc ({report['variant']})")
+    for col in ("split", "items", "accuracy", "macro-F1", "AUROC", "ECE"):
+        t.add_column(col, justify="right")
+    for role in ("val", "test"):
+        m = report.get(role)
+        if m:
+            t.add_row(role, str(m["n"]), f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}",
+                      "-" if m["auroc"] is None else f"{m['auroc']:.3f}", f"{m['ece']:.3f}")
+    console.print(t)
+    console.print(f"model: {report['model_dir']}  (temperature {report['temperature']:.2f}, {report['seconds']:.0f}s)")
+
+
+@app.command()
+def predict(
+    params: Path = ParamsOpt,
+    model: str = typer.Option("cmc", "--model", help="Which detector: cmc."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help=".jsonl (text, image, id) or .parquet items; "
+                                         "default: the validated items."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Parquet of scores (default under data/predictions)."),
+) -> None:
+    """Calibrated scores (P(misinformation / harmful)) of a trained detector for new items."""
+    from mmd.encoders import EncoderUnavailable
+    from mmd.models.cmc.train import ModelMismatch
+    from mmd.models.predict import run_predict
+
+    with _exits_on(ModelMismatch, EncoderUnavailable, FileNotFoundError, ValueError):
+        r = run_predict(_settings(params), model, input, output)
+    t = Table(title=f"predict {r.model} ({r.variant})")
+    for col in ("items", "predicted 1", "mean score", "quarantined", "missing images", "accuracy", "macro-F1"):
+        t.add_column(col, justify="right")
+    m = r.metrics or {}
+    t.add_row(str(r.items), str(r.predicted_1), f"{r.mean_score:.3f}", str(r.quarantined), str(r.missing_images),
+              f"{m['accuracy']:.3f}" if m else "-", f"{m['macro_f1']:.3f}" if m else "-")
+    console.print(t)
+    console.print(f"scores: {r.output}")
+
+
+@app.command()
 def search(
     text: str = typer.Argument("", help="Query text."),
     image: Optional[Path] = typer.Option(None, "--image", help="Query image."),
@@ -243,7 +311,7 @@ def demo(
     fresh: bool = typer.Option(False, "--fresh", help="Regenerate the demo inbox even if it is there."),
 ) -> None:
     """The main job on the embedded defaults: demo data in the inbox, then ingest, validate, embed, index,
-    synthesize and select."""
+    synthesize, select and train CMC."""
     from mmd.demo import generate
     from mmd.ingest import run_ingest
     from mmd.validate import ValidationFailed, run_validate
@@ -275,6 +343,12 @@ def demo(
 
     console.print(_synthesize_table(run_synthesize(settings)))
     console.print(_select_table(run_select(settings)))
+    from mmd.models.cmc.train import paths as cmc_paths, run_train_cmc
+
+    trained = run_train_cmc(settings)
+    m = trained.get("test") or trained["val"]
+    console.print(f"trained cmc ({trained['variant']}) in {trained['seconds']:.0f}s: accuracy {m['accuracy']:.3f}, "
+                  f"macro-F1 {m['macro_f1']:.3f} on {m['n']} held-out items")
     out = Table(title="outputs", show_header=False)
     out.add_column("what")
     out.add_column("where")
@@ -289,6 +363,8 @@ def demo(
     out.add_row("synthetic pool", str(synth_paths(settings)["pool"]))
     out.add_row("selected synthetic set", str(select_paths(settings)["selected"]))
     out.add_row("selection report", str(select_paths(settings)["report"]))
+    out.add_row("CMC model", str(cmc_paths(settings)["model"]))
+    out.add_row("CMC metrics and plots", f"{cmc_paths(settings)['report']}, {cmc_paths(settings)['plots']}/")
     console.print(out)
     console.print(f'try: .venv/bin/mmd search "wake up sheeple" -k 5{"" if params == Path("params.yaml") else f" --params {params}"}')
 

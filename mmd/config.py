@@ -14,6 +14,8 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mmd.models.cmc.config import CMCConfig
+
 
 class ConfigError(ValueError):
     """A params file that cannot be used; the message names the file and the key."""
@@ -320,6 +322,33 @@ class SelectConfig(_Strict):
     hybrid: HybridParams = HybridParams()
 
 
+# --------------------------------------------------------------------------- train
+Filter = dict[str, str | int | list[str] | list[int]]
+
+
+class TrainSplits(_Strict):
+    """Which item splits validate and test; every other labelled item trains."""
+
+    val: tuple[str, ...] = ("val", "validation", "dev")
+    test: tuple[str, ...] = ("test",)
+
+
+class TrainConfig(_Strict):
+    """What every detector trains and is scored on (read by each training stage)."""
+
+    # which real labelled items, a filter over item fields (e.g. {source: mediaeval}); {} = all
+    items: Filter = Field(default_factory=dict)
+    splits: TrainSplits = TrainSplits()
+    # with no val split, this share of the training items validates, carved by image
+    # (items sharing a picture stay on one side), by group (event) or by item
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    val_group_by: Literal["image", "group", "id"] = "image"
+    synthetic: bool = True            # add the selected synthetic set (data/selected) to training
+    label_names: tuple[str, str] = ("real", "fake")  # label 0, label 1 in metrics and tables
+    seed: int = 0
+    device: str = "auto"              # auto: a GPU when there is one
+
+
 # --------------------------------------------------------------------------- demo
 class DemoConfig(_Strict):
     seed: int = 0
@@ -338,6 +367,8 @@ class Params(_Strict):
     synthesize: SynthesizeConfig = SynthesizeConfig()
     select: SelectConfig = SelectConfig()
     demo: DemoConfig = DemoConfig()
+    train: TrainConfig = TrainConfig()
+    cmc: CMCConfig = CMCConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

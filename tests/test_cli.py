@@ -74,6 +74,14 @@ def test_demo_runs_and_prints_summary_and_outputs(demo_run):
     assert pool["reconciled"] and pool["new"] == pool["pool_after"] > 100
     selected = json.loads((root / "reports" / "select.json").read_text())
     assert selected["selected"] == 100 and selected["ranked_by"].startswith("proxy:")
+    # and CMC was trained on the real items plus the selected set, saved with its metrics and plots
+    assert row(out, "CMC model") == ["CMC model", str(root / "data" / "models" / "cmc")]
+    assert (root / "data" / "models" / "cmc" / "model.safetensors").is_file()
+    trained = json.loads((root / "reports" / "train_cmc.json").read_text())
+    assert trained["data"]["train"]["synthetic"] + trained["data"]["synthetic_dropped_leak"] == 100
+    assert trained["val"]["n"] > 0
+    assert {"history.png", "evaluation-val.png"} <= {p.name for p in (root / "reports" / "cmc").iterdir()}
+    assert "trained cmc (cmc)" in out
 
 
 def test_select_and_synthesize_from_the_command_line(demo_run):

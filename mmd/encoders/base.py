@@ -212,6 +212,15 @@ class Encoder(abc.ABC):
         result = embed_items(items, self, None, data_dir, batch_size=batch_size, num_workers=num_workers)
         return EncodedItems(result.text, result.image, result.has_image, result.missing_images)
 
+    def trainable_backbones(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """Trainable copies of the text and image towers, for fine-tuning a detector.
+
+        The text module maps a list of strings to (B, text_dim), the image module a batch of
+        `image_transform` outputs to (B, image_dim), both L2-normalised like `encode_*`, with
+        gradients. The encoder's own models are left untouched."""
+        raise EncoderUnavailable(f"the {type(self).__name__} has no towers to fine-tune: use frozen features "
+                                 "(cmc.finetune.enabled: false) or an offline / open_clip encoder")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.identity!r}, text_dim={self.text_dim}, image_dim={self.image_dim})"
 

@@ -106,6 +106,44 @@ class OfflineEncoder(Encoder):
             return torch.nn.functional.normalize(feats, dim=-1).float().cpu().numpy()
 
 
+    def trainable_backbones(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        import copy
+
+        return (_MiniLMTower(copy.deepcopy(self.text_model), self.tokenizer, self.max_seq_length).train(),
+                _EfficientNetTower(copy.deepcopy(self.image_model)).train())
+
+
+class _MiniLMTower(torch.nn.Module):
+    """Strings -> the masked mean of MiniLM's token embeddings, L2-normalised (with gradients)."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, max_length: int):
+        super().__init__()
+        self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        tokens = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+        pooled = (tokens * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+class _EfficientNetTower(torch.nn.Module):
+    """uint8 image batches -> pooled EfficientNet-Lite0 features, L2-normalised (with gradients)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = (x.float() - PIXEL_MEAN) / PIXEL_STD
+        return torch.nn.functional.normalize(self.model.extract_features(x).mean(dim=(2, 3)), dim=-1)
+
+
 class ResizeCenterCrop:
     """uint8 (3, H, W) -> uint8 (3, crop, crop): short side to `resize_to` (bilinear,
     antialiased), then the centre crop. On tensors, torchvision's uint8 resize kernel

@@ -214,9 +214,45 @@ class OpenClipEncoder(Encoder):
         if len(batch) == 0:
             return np.zeros((0, self.image_dim), np.float32)
         with torch.inference_mode():
-            x = batch.to(self.device, non_blocking=True)
-            if x.dtype == torch.uint8:
-                x = x.float().div_(255.0)
-                if self._mean is not None:
-                    x = (x - self._mean) / self._std
+            x = _normalise_pixels(batch.to(self.device, non_blocking=True), self._mean, self._std)
             return self.model.encode_image(x, normalize=True).float().cpu().numpy()
+
+    def trainable_backbones(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        import copy
+
+        text = copy.deepcopy(self.model)
+        text.visual = torch.nn.Identity()  # encode_text never reads it; the image tower owns the copy
+        return (_ClipTextTower(text, self.tokenizer).train(),
+                _ClipImageTower(copy.deepcopy(self.model.visual), self._mean, self._std).train())
+
+
+def _normalise_pixels(x: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+        if mean is not None:
+            x = (x - mean.to(x.device)) / std.to(x.device)
+    return x
+
+
+class _ClipTextTower(torch.nn.Module):
+    """Strings -> CLIP text embeddings, L2-normalised (with gradients)."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer):
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        return self.model.encode_text(self.tokenizer(list(texts)).to(device), normalize=True)
+
+
+class _ClipImageTower(torch.nn.Module):
+    """Transformed image batches -> CLIP image embeddings, L2-normalised (with gradients)."""
+
+    def __init__(self, visual: torch.nn.Module, mean: torch.Tensor | None, std: torch.Tensor | None):
+        super().__init__()
+        self.visual = visual
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.visual(_normalise_pixels(x, self.mean, self.std)), dim=-1)

@@ -1,0 +1,1 @@
+"""Evaluation: classification metrics and calibration (metrics.py); drift and gates build on them."""

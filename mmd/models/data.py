@@ -1,0 +1,214 @@
+"""What every detector trains and is scored on: real labelled items plus the selected
+synthetic set, split without leaks, with their text and image features.
+
+- Real items: the validated items matching `train.items`, with a label. Items of a
+  `train.splits.test` split test, of a `train.splits.val` split validate, the rest train.
+  Without a val split, `val_fraction` of the training items validate, carved by picture
+  (items sharing an image stay on one side), by group (event) or by item.
+- Leak guard: a training item whose picture is also in val or test is dropped, and so is a
+  synthetic item with a parent, or a picture, in val or test. Both are counted.
+- Synthetic items: `<data>/selected/selected.parquet` when `train.synthetic`; they only
+  ever train.
+- Features: the encoder's text and image vectors, from the embedding cache (nothing seen
+  before is encoded again). An item whose picture is missing or unreadable is text-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from mmd.config import Settings, TrainConfig
+from mmd.items import ITEM_SCHEMA, read_table
+
+ROLES = ("train", "val", "test")
+
+
+class TrainingDataError(ValueError):
+    """Data a detector cannot be trained on (none, one class only, nothing to validate on)."""
+
+
+def row_matches(row: dict, filter: dict) -> bool:
+    """The store's filter language on a plain row: {field: value | [values] | {"not": value or [values]}}."""
+    for key, want in filter.items():
+        have = row.get(key)
+        negate = isinstance(want, dict)
+        if negate:
+            want = want["not"]
+        hit = have in want if isinstance(want, (list, tuple)) else have == want
+        if hit == negate:
+            return False
+    return True
+
+
+@dataclass
+class Split:
+    """One side of the data: rows and their features, in one order."""
+
+    ids: list[str]
+    labels: np.ndarray            # (N,) int64
+    text: np.ndarray              # (N, text_dim) float32
+    image: np.ndarray             # (N, image_dim) float32, zeros where has_image is False
+    has_image: np.ndarray         # (N,) bool
+    synthetic: np.ndarray         # (N,) bool
+    texts: list[str] = field(default_factory=list)          # raw inputs, for fine-tuning
+    image_paths: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: np.ndarray) -> "Split":
+        idx = np.asarray(index, dtype=np.int64)
+        return Split([self.ids[i] for i in idx], self.labels[idx], self.text[idx], self.image[idx],
+                     self.has_image[idx], self.synthetic[idx], [self.texts[i] for i in idx] if self.texts else [],
+                     [self.image_paths[i] for i in idx] if self.image_paths else [])
+
+    def summary(self) -> dict:
+        return {"items": len(self), "label_1": int(self.labels.sum()), "label_0": int(len(self) - self.labels.sum()),
+                "with_image": int(self.has_image.sum()), "synthetic": int(self.synthetic.sum())}
+
+
+@dataclass
+class TrainData:
+    train: Split
+    val: Split
+    test: Split | None
+    encoder: str
+    text_dim: int
+    image_dim: int
+    report: dict
+
+    def summary(self) -> dict:
+        return {"encoder": self.encoder, **{r: (getattr(self, r).summary() if getattr(self, r) is not None else None)
+                                            for r in ROLES}, **self.report}
+
+
+def _key(row: dict, by: str) -> str:
+    if by == "image":  # a text-only item shares no picture: it stands alone
+        return row.get("image_sha256") or row["id"]
+    if by == "group":
+        return row.get("group") or row.get("image_sha256") or row["id"]
+    return row["id"]
+
+
+def _in_val(key: str, seed: int, fraction: float) -> bool:
+    h = int(hashlib.sha256(f"{seed}\x1f{key}".encode()).hexdigest()[:12], 16)
+    return h / float(16**12) < fraction
+
+
+def assign_roles(rows: list[dict], cfg: TrainConfig) -> tuple[dict[str, list[dict]], dict]:
+    """Real labelled rows -> {train, val, test} rows, and what was carved or dropped."""
+    roles: dict[str, list[dict]] = {r: [] for r in ROLES}
+    for row in rows:
+        split = row.get("split") or ""
+        role = "test" if split in cfg.splits.test else "val" if split in cfg.splits.val else "train"
+        roles[role].append(row)
+    report: dict[str, Any] = {"val_carved": False}
+    if not roles["val"]:
+        keep, carved = [], []
+        for row in roles["train"]:
+            (carved if _in_val(_key(row, cfg.val_group_by), cfg.seed, cfg.val_fraction) else keep).append(row)
+        roles["train"], roles["val"] = keep, carved
+        report.update(val_carved=True, val_carved_by=cfg.val_group_by)
+    held_images = {r["image_sha256"] for role in ("val", "test") for r in roles[role] if r.get("image_sha256")}
+    test_images = {r["image_sha256"] for r in roles["test"] if r.get("image_sha256")}
+    before = len(roles["train"]), len(roles["val"])
+    roles["train"] = [r for r in roles["train"] if r.get("image_sha256") not in held_images]
+    roles["val"] = [r for r in roles["val"] if r.get("image_sha256") not in test_images]
+    report["dropped_image_shared_with_heldout"] = (before[0] - len(roles["train"])) + (before[1] - len(roles["val"]))
+    return roles, report
+
+
+def load_training_data(settings: Settings, encoder=None, synthetic: bool | None = None) -> TrainData:
+    """Assemble train/val/test with features (see the module docstring)."""
+    from mmd.embed import paths as embed_paths
+    from mmd.encoders import EmbeddingCache, build_encoder, embed_items
+    from mmd.synth.select import paths as select_paths
+
+    cfg = settings.params.train
+    src = embed_paths(settings)["input"]
+    if not src.exists():
+        raise FileNotFoundError(f"{src} does not exist: run `mmd validate` first")
+    rows = [r for r in read_table(src, ITEM_SCHEMA).to_pylist()
+            if r["label"] is not None and row_matches(r, dict(cfg.items))]
+    if not rows:
+        raise TrainingDataError(f"no labelled items in {src} match train.items {dict(cfg.items)}")
+    roles, report = assign_roles(rows, cfg)
+
+    use_synthetic = cfg.synthetic if synthetic is None else synthetic
+    sel_path = select_paths(settings)["selected"]
+    report["synthetic_dropped_leak"] = 0
+    if use_synthetic and sel_path.exists():
+        held_ids = {r["id"] for role in ("val", "test") for r in roles[role]}
+        held_images = {r["image_sha256"] for role in ("val", "test") for r in roles[role] if r.get("image_sha256")}
+        synth = [r for r in pq.read_table(sel_path).to_pylist() if r["label"] is not None]
+        clean = [r for r in synth if not (set(r.get("parent_ids") or []) & held_ids)
+                 and r.get("image_sha256") not in held_images]
+        report["synthetic_dropped_leak"] = len(synth) - len(clean)
+        for r in clean:
+            r["_synthetic"] = True
+        roles["train"] += clean
+    elif use_synthetic:
+        report["synthetic_missing"] = f"{sel_path} not found: run `mmd select` to add synthetic data"
+
+    if encoder is None:
+        encoder = build_encoder(settings.params.embed, settings.root)
+    if encoder.keyed_by_id:
+        n = sum(1 for r in roles["train"] if r.get("_synthetic"))
+        if n:
+            roles["train"] = [r for r in roles["train"] if not r.get("_synthetic")]
+            report["synthetic_skipped"] = (f"{n} synthetic items: the {settings.params.embed.backend} encoder looks "
+                                           "vectors up by item id and has none for them")
+    sizes = {k: len(v) for k, v in roles.items()}
+    labels = {r["label"] for r in roles["train"]}
+    if len(labels) < 2:
+        raise TrainingDataError(f"the training split has labels {sorted(labels)}: a detector needs both classes "
+                                f"({sizes} items per split)")
+    if not roles["val"]:
+        raise TrainingDataError(f"nothing to validate on ({sizes} items per split): add a val split or raise "
+                                "train.val_fraction")
+
+    cache = None if encoder.keyed_by_id else EmbeddingCache.for_encoder(embed_paths(settings)["cache"], encoder)
+    ecfg = settings.params.embed
+    splits: dict[str, Split | None] = {}
+    for role in ROLES:
+        part = roles[role]
+        if not part:
+            splits[role] = None
+            continue
+        res = embed_items(part, encoder, cache, settings.data_dir, ecfg.batch_size, ecfg.num_workers)
+        splits[role] = Split(
+            ids=res.ids, labels=np.array([int(r["label"]) for r in part], np.int64),
+            text=np.asarray(res.text, np.float32), image=np.asarray(res.image, np.float32),
+            has_image=np.asarray(res.has_image, bool), synthetic=np.array([bool(r.get("_synthetic")) for r in part]),
+            texts=[r.get("text") or "" for r in part], image_paths=[r.get("image_path") for r in part])
+        report.setdefault("missing_images", 0)
+        report["missing_images"] += len(res.missing_images)
+    if cache is not None:
+        cache.flush()
+    return TrainData(splits["train"], splits["val"], splits["test"], encoder.identity, encoder.text_dim,
+                     encoder.image_dim, report)
+
+
+def item_features(settings: Settings, rows: list[dict], encoder=None, data_dir: Path | None = None) -> Split:
+    """Features of arbitrary item rows (`id`, `text`, optional `image_path` relative to `data_dir`,
+    the data folder by default), for prediction; labels are -1 where unknown."""
+    from mmd.embed import paths as embed_paths
+    from mmd.encoders import EmbeddingCache, build_encoder, embed_items
+
+    if encoder is None:
+        encoder = build_encoder(settings.params.embed, settings.root)
+    cache = None if encoder.keyed_by_id else EmbeddingCache.for_encoder(embed_paths(settings)["cache"], encoder)
+    ecfg = settings.params.embed
+    res = embed_items(rows, encoder, cache, data_dir or settings.data_dir, ecfg.batch_size, ecfg.num_workers)
+    if cache is not None:
+        cache.flush()
+    labels = np.array([-1 if r.get("label") is None else int(r["label"]) for r in rows], np.int64)
+    return Split(res.ids, labels, np.asarray(res.text, np.float32), np.asarray(res.image, np.float32),
+                 np.asarray(res.has_image, bool), np.zeros(len(rows), bool), [r.get("text") or "" for r in rows],
+                 [r.get("image_path") for r in rows])
