@@ -67,11 +67,18 @@ def _cli(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
 def test_train_saves_the_model_its_metrics_and_plots(project):
     params = project()
+    root = params.parent
+    cache = _files(root / "data" / "embeddings")
     result = _cli("train", "--model", "cmc", "--params", str(params))
     assert result.exit_code == 0, result.output
-    root = params.parent
+    # the embed stage's output (its cache included) is only read: DVC sees nothing changed upstream
+    assert _files(root / "data" / "embeddings") == cache
     report = json.loads((root / "reports" / "train_cmc.json").read_text())
     assert report["variant"] == "cmc" and set(report["best_epochs"]) == {"networks", "fusion"}
     data = report["data"]

@@ -141,11 +141,16 @@ class _Modality:
 class EmbeddingCache:
     """Vectors of one encoder, keyed by content hash; see the module docstring."""
 
-    def __init__(self, root: Path, encoder_identity: str, text_dim: int, image_dim: int):
+    def __init__(self, root: Path, encoder_identity: str, text_dim: int, image_dim: int, read_only: bool = False):
+        """`read_only`: serve what is cached, keep new vectors in memory for this run only, write
+        nothing (for readers such as training and prediction, which must not change the
+        embed stage's versioned output)."""
         self.encoder_identity = encoder_identity
         self.text_dim, self.image_dim = int(text_dim), int(image_dim)
+        self.read_only = read_only
         self.folder = cache_folder(root, encoder_identity)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            self.folder.mkdir(parents=True, exist_ok=True)
         meta_path = self.folder / "meta.json"
         meta = {"identity": encoder_identity, "text_dim": self.text_dim, "image_dim": self.image_dim, "format": CACHE_FORMAT}
         if meta_path.exists():
@@ -162,7 +167,7 @@ class EmbeddingCache:
                 )
             if found.get("format") != CACHE_FORMAT:
                 raise CacheIdentityError(f"{self.folder}: cache format {found.get('format')}, expected {CACHE_FORMAT}")
-        else:
+        elif not read_only:
             tmp = meta_path.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             os.replace(tmp, meta_path)
@@ -170,8 +175,8 @@ class EmbeddingCache:
         self._image = _Modality(self.folder, "image", self.image_dim)
 
     @classmethod
-    def for_encoder(cls, root: Path, encoder: Encoder) -> "EmbeddingCache":
-        return cls(root, encoder.identity, encoder.text_dim, encoder.image_dim)
+    def for_encoder(cls, root: Path, encoder: Encoder, read_only: bool = False) -> "EmbeddingCache":
+        return cls(root, encoder.identity, encoder.text_dim, encoder.image_dim, read_only)
 
     def get_texts(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
         return self._text.get(keys)
@@ -187,6 +192,8 @@ class EmbeddingCache:
 
     def flush(self) -> int:
         """Persist what was put since the last flush; returns how many vectors were written."""
+        if self.read_only:
+            return 0
         return self._text.flush() + self._image.flush()
 
     def counts(self) -> dict[str, int]:

@@ -10,7 +10,8 @@ synthetic set, split without leaks, with their text and image features.
 - Synthetic items: `<data>/selected/selected.parquet` when `train.synthetic`; they only
   ever train.
 - Features: the encoder's text and image vectors, from the embedding cache (nothing seen
-  before is encoded again). An item whose picture is missing or unreadable is text-only.
+  before is encoded again; the cache is only read: it is the embed stage's output). An
+  item whose picture is missing or unreadable is text-only.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def load_training_data(settings: Settings, encoder=None, synthetic: bool | None 
         raise TrainingDataError(f"nothing to validate on ({sizes} items per split): add a val split or raise "
                                 "train.val_fraction")
 
-    cache = None if encoder.keyed_by_id else EmbeddingCache.for_encoder(embed_paths(settings)["cache"], encoder)
+    cache = None if encoder.keyed_by_id else EmbeddingCache.for_encoder(embed_paths(settings)["cache"], encoder, read_only=True)
     ecfg = settings.params.embed
     splits: dict[str, Split | None] = {}
     for role in ROLES:
@@ -189,8 +190,6 @@ def load_training_data(settings: Settings, encoder=None, synthetic: bool | None 
             texts=[r.get("text") or "" for r in part], image_paths=[r.get("image_path") for r in part])
         report.setdefault("missing_images", 0)
         report["missing_images"] += len(res.missing_images)
-    if cache is not None:
-        cache.flush()
     return TrainData(splits["train"], splits["val"], splits["test"], encoder.identity, encoder.text_dim,
                      encoder.image_dim, report)
 
@@ -203,11 +202,9 @@ def item_features(settings: Settings, rows: list[dict], encoder=None, data_dir: 
 
     if encoder is None:
         encoder = build_encoder(settings.params.embed, settings.root)
-    cache = None if encoder.keyed_by_id else EmbeddingCache.for_encoder(embed_paths(settings)["cache"], encoder)
+    cache = None if encoder.keyed_by_id else EmbeddingCache.for_encoder(embed_paths(settings)["cache"], encoder, read_only=True)
     ecfg = settings.params.embed
     res = embed_items(rows, encoder, cache, data_dir or settings.data_dir, ecfg.batch_size, ecfg.num_workers)
-    if cache is not None:
-        cache.flush()
     labels = np.array([-1 if r.get("label") is None else int(r["label"]) for r in rows], np.int64)
     return Split(res.ids, labels, np.asarray(res.text, np.float32), np.asarray(res.image, np.float32),
                  np.asarray(res.has_image, bool), np.zeros(len(rows), bool), [r.get("text") or "" for r in rows],
