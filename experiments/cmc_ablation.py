@@ -14,7 +14,6 @@ One command (`make experiment-cmc`) writes docs/experiments/cmc-ablation.{md,jso
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,26 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from mmd.config import load_settings  # noqa: E402
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=str(ROOT / "configs" / "experiment-cmc.yaml"))
-    parser.add_argument("--out", default=str(ROOT / "docs" / "experiments"))
-    parser.add_argument("--skip-prepare", action="store_true", help="Reuse the data already prepared.")
-    args = parser.parse_args()
-    settings = load_settings(args.params)
-    shared = ROOT.parent / "shared" / "datasets"
-    if not shared.exists():
-        sys.exit(f"the real datasets are not at {shared}; this experiment needs them")
-    from mmd.models.cmc.train import run_ablation
+    from mmd.models.cmc.train import ablation_table, run_ablation
     from mmd.synth.select import run_select
-    from synthetic_selection import TEST_EVENTS, prepare
+    from synthetic_selection import TEST_EVENTS, start
 
     started = time.perf_counter()
-    if not args.skip_prepare:
-        prepare(settings)
+    args, settings = start(__doc__, "experiment-cmc.yaml")
     sel = run_select(settings)
     print(f"selected {sel.selected} synthetic posts ({sel.method})", flush=True)
     result = run_ablation(settings, log=lambda m: print(m, flush=True))
@@ -53,8 +40,6 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cmc-ablation.json").write_text(json.dumps(result, indent=2) + "\n")
-    from mmd.models.cmc.train import ablation_table
-
     (out / "cmc-ablation-table.md").write_text(ablation_table(result))
     print(ablation_table(result))
     print(f"wrote {out} in {result['seconds']:.0f}s")

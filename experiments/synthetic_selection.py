@@ -208,9 +208,11 @@ def write_outputs(results: list[dict], meta: dict, out: Path) -> None:
     (out / "synthetic-selection-table.md").write_text("\n\n".join(tables) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=str(ROOT / "configs" / "experiment-synthetic.yaml"))
+def start(doc: str, params: str):
+    """An experiment's command line (--params, --out, --skip-prepare), its settings, and the
+    prepared data (unless --skip-prepare); exits when the real datasets are absent."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--params", default=str(ROOT / "configs" / params))
     parser.add_argument("--out", default=str(ROOT / "docs" / "experiments"))
     parser.add_argument("--skip-prepare", action="store_true", help="Reuse the data already prepared.")
     args = parser.parse_args()
@@ -218,9 +220,14 @@ def main() -> None:
     shared = ROOT.parent / "shared" / "datasets"
     if not shared.exists():
         sys.exit(f"the real datasets are not at {shared}; this experiment needs them")
-    started = time.perf_counter()
     if not args.skip_prepare:
         prepare(settings)
+    return args, settings
+
+
+def main() -> None:
+    started = time.perf_counter()
+    args, settings = start(__doc__, "experiment-synthetic.yaml")
     items, vec, pool, pvec = load(settings)
     cfg = settings.params.select
     results = []

@@ -70,3 +70,27 @@ def tiny_open_clip(tmp_path_factory) -> str:
     path.write_text(json.dumps(TINY_OPEN_CLIP_CONFIG))
     open_clip.add_model_config(path)
     return TINY_OPEN_CLIP
+
+
+def prepare_demo_project(root: Path, tiny_open_clip: str, demo: dict, **sections: dict) -> Settings:
+    """A demo project in `root` embedded with the tiny open_clip: params (the defaults, the demo
+    sizes, section overrides), the demo inbox, then ingest, validate, embed and index."""
+    from mmd.demo import generate
+    from mmd.embed import run_embed
+    from mmd.index import run_index
+    from mmd.ingest import run_ingest
+    from mmd.validate import run_validate
+
+    params = default_params()
+    params["demo"].update(demo)
+    params["embed"].update(backend="open_clip", open_clip={"model": tiny_open_clip, "pretrained": None}, batch_size=16)
+    for name, values in sections.items():
+        params[name].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    settings = load_settings(root / "params.yaml")
+    generate(settings.path("inbox"), settings.params.demo)
+    run_ingest(settings, show_progress=False)
+    run_validate(settings)
+    run_embed(settings, show_progress=False)
+    run_index(settings)
+    return settings

@@ -13,36 +13,21 @@ import yaml
 from typer.testing import CliRunner
 
 from mmd.cli import app
-from mmd.config import load_settings
 
 
 @pytest.fixture(scope="module")
 def _selected(tmp_path_factory, tiny_open_clip):
     """Demo items through ingest, validate, embed (tiny open_clip), index, synthesize and select, once."""
-    from mmd.demo import generate
-    from mmd.embed import run_embed
-    from mmd.index import run_index
-    from mmd.ingest import run_ingest
     from mmd.synth.generate import run_synthesize
     from mmd.synth.select import run_select
-    from mmd.validate import run_validate
 
-    from .conftest import default_params
+    from .conftest import prepare_demo_project
 
     root = tmp_path_factory.mktemp("cmc")
-    params = default_params()
-    params["demo"].update(memes=30, claims=12, posts=24)
-    params["embed"].update(backend="open_clip", open_clip={"model": tiny_open_clip, "pretrained": None}, batch_size=16)
-    params["select"].update(k=20)
-    params["cmc"].update(epochs=4, fusion_epochs=4, hidden=32, ablation=["text", "cmc"],
-                         nce={"feat_dim": 16, "k": 16}, block={"mm_dim": 32, "chunks": 4, "rank": 3})
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    settings = load_settings(root / "params.yaml")
-    generate(settings.path("inbox"), settings.params.demo)
-    run_ingest(settings, show_progress=False)
-    run_validate(settings)
-    run_embed(settings, show_progress=False)
-    run_index(settings)
+    settings = prepare_demo_project(
+        root, tiny_open_clip, dict(memes=30, claims=12, posts=24), select={"k": 20},
+        cmc=dict(epochs=4, fusion_epochs=4, hidden=32, ablation=["text", "cmc"], nce={"feat_dim": 16, "k": 16},
+                 block={"mm_dim": 32, "chunks": 4, "rank": 3}))
     run_synthesize(settings)
     run_select(settings)
     return root

@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mmd.demo import generate
 from mmd.embed import read_vectors, run_embed
 from mmd.index import open_index, run_index
 from mmd.ingest import run_ingest
@@ -22,23 +21,10 @@ from mmd.validate import run_validate
 @pytest.fixture(scope="module")
 def _prepared(tmp_path_factory, tiny_open_clip):
     """Demo items ingested, validated, embedded (tiny open_clip) and indexed, once per module."""
-    import yaml
-
-    from mmd.config import load_settings
-
-    from .conftest import default_params
+    from .conftest import prepare_demo_project
 
     root = tmp_path_factory.mktemp("indexed")
-    params = default_params()
-    params["demo"].update(memes=14, claims=8, posts=16)
-    params["embed"].update(backend="open_clip", open_clip={"model": tiny_open_clip, "pretrained": None}, batch_size=16)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    settings = load_settings(root / "params.yaml")
-    generate(settings.path("inbox"), settings.params.demo)
-    run_ingest(settings, show_progress=False)
-    run_validate(settings)
-    run_embed(settings, show_progress=False)
-    run_index(settings)
+    prepare_demo_project(root, tiny_open_clip, dict(memes=14, claims=8, posts=16))
     return root
 
 

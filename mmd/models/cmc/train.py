@@ -155,7 +155,7 @@ class _Fit:
                 m.train()
             total, count = 0.0, 0
             for idx in _batches(n, self.cfg.batch_size, self.generator, self.device):
-                if len(idx) < 2:  # batch norm-free, but a 1-item batch says little and NCE needs a pair
+                if len(idx) < 2:  # a lone leftover item: too little for a step (and NCE needs a pair)
                     continue
                 loss = step(idx)
                 for opt in optimizers:
