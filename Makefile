@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test venv clean-demo lint experiment-synthetic experiment-cmc
+.PHONY: demo test venv clean-demo lint experiment-synthetic experiment-cmc experiment-rgcl
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ experiment-synthetic: $(STAMP)
 # Wei et al.'s CMC ablation on MediaEval (held-out events): docs/experiments/cmc-ablation*
 experiment-cmc: $(STAMP)
 	$(BIN)/python experiments/cmc_ablation.py
+
+# RGCL on HarMeme (train -> val) against an MLP and a logistic regression: docs/experiments/rgcl-harmeme*
+experiment-rgcl: $(STAMP)
+	$(BIN)/python experiments/rgcl_harmeme.py
 
 clean-demo:
 	rm -rf data reports inbox/demo

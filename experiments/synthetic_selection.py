@@ -208,9 +208,10 @@ def write_outputs(results: list[dict], meta: dict, out: Path) -> None:
     (out / "synthetic-selection-table.md").write_text("\n\n".join(tables) + "\n")
 
 
-def start(doc: str, params: str):
-    """An experiment's command line (--params, --out, --skip-prepare), its settings, and the
-    prepared data (unless --skip-prepare); exits when the real datasets are absent."""
+def start(doc: str, params: str, prepare_data=None):
+    """An experiment's command line (--params, --out, --skip-prepare), its settings, and the data
+    prepared by `prepare_data` (this experiment's `prepare` by default) unless --skip-prepare;
+    exits when the real datasets are absent."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--params", default=str(ROOT / "configs" / params))
     parser.add_argument("--out", default=str(ROOT / "docs" / "experiments"))
@@ -221,7 +222,7 @@ def start(doc: str, params: str):
     if not shared.exists():
         sys.exit(f"the real datasets are not at {shared}; this experiment needs them")
     if not args.skip_prepare:
-        prepare(settings)
+        (prepare_data or prepare)(settings)
     return args, settings
 
 

@@ -210,7 +210,7 @@ def _select_table(r) -> Table:
 @app.command()
 def train(
     params: Path = ParamsOpt,
-    model: str = typer.Option("cmc", "--model", help="Which detector: cmc."),
+    model: str = typer.Option("cmc", "--model", help="Which detector: cmc, rgcl or lmm."),
     variant: Optional[str] = typer.Option(None, "--variant", help="A CMC variant (default: cmc.variant)."),
     ablation: bool = typer.Option(False, "--ablation", help="Train every variant in cmc.ablation and write the table."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds for --ablation."),
@@ -221,8 +221,8 @@ def train(
     from mmd.models.cmc.train import paths as cmc_paths, run_ablation, run_train_cmc
     from mmd.models.data import TrainingDataError
 
-    if model != "cmc":
-        err.print(f"[red]unknown model {model!r}: cmc[/red]")
+    if model not in ("cmc", "rgcl", "lmm"):
+        err.print(f"[red]unknown model {model!r}: cmc, rgcl or lmm[/red]")
         raise typer.Exit(2)
     if variant is not None and variant not in VARIANTS:
         err.print(f"[red]unknown variant {variant!r}: one of {', '.join(VARIANTS)}[/red]")
@@ -237,14 +237,33 @@ def train(
             console.print(cmc_paths(settings)["ablation_table"].read_text())
             console.print(f"table: {cmc_paths(settings)['ablation_table']}")
             return
-        report = run_train_cmc(settings, variant, log=log)
-    t = Table(title=f"train cmc ({report['variant']})")
-    for col in ("split", "items", "accuracy", "macro-F1", "AUROC", "ECE"):
+        if model == "lmm":
+            from mmd.models.lmm.model import LMMUnavailable
+            from mmd.models.lmm.train import run_train_lmm
+
+            with _exits_on(LMMUnavailable, code=2):
+                report = run_train_lmm(settings, log=log)
+            console.print(f"train lmm ({report['recipe']} on {report['base_model']}) in {report['seconds']:.0f}s: "
+                          f"{report['model_dir']}")
+            return
+        if model == "rgcl":
+            from mmd.models.rgcl.train import run_train_rgcl
+            from mmd.store import StoreError
+
+            with _exits_on(StoreError):
+                report = run_train_rgcl(settings, log=log)
+        else:
+            report = run_train_cmc(settings, variant, log=log)
+    name = f"train {model}" + (f" ({report['variant']})" if model == "cmc" else "")
+    t = Table(title=name)
+    for col in ("split", "scorer", "items", "accuracy", "macro-F1", "AUROC", "ECE"):
         t.add_column(col, justify="right")
     for role in ("val", "test"):
-        m = report.get(role)
-        if m:
-            t.add_row(role, str(m["n"]), f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}",
+        scored = report.get(role)
+        if not scored:
+            continue
+        for scorer, m in (scored.items() if model == "rgcl" else [(model, scored)]):
+            t.add_row(role, scorer, str(m["n"]), f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}",
                       "-" if m["auroc"] is None else f"{m['auroc']:.3f}", f"{m['ece']:.3f}")
     console.print(t)
     console.print(f"model: {report['model_dir']}  (temperature {report['temperature']:.2f}, {report['seconds']:.0f}s)")
@@ -253,17 +272,18 @@ def train(
 @app.command()
 def predict(
     params: Path = ParamsOpt,
-    model: str = typer.Option("cmc", "--model", help="Which detector: cmc."),
+    model: str = typer.Option("cmc", "--model", help="Which detector: cmc, rgcl or lmm."),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help=".jsonl (text, image, id) or .parquet items; "
                                          "default: the validated items."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Parquet of scores (default under data/predictions)."),
 ) -> None:
     """Calibrated scores (P(misinformation / harmful)) of a trained detector for new items."""
     from mmd.encoders import EncoderUnavailable
-    from mmd.models.cmc.train import ModelMismatch
     from mmd.models.predict import run_predict
+    from mmd.store import StoreError
 
-    with _exits_on(ModelMismatch, EncoderUnavailable, FileNotFoundError, ValueError):
+    # each model's ModelMismatch is a ValueError
+    with _exits_on(EncoderUnavailable, StoreError, FileNotFoundError, ValueError):
         r = run_predict(_settings(params), model, input, output)
     t = Table(title=f"predict {r.model} ({r.variant})")
     for col in ("items", "predicted 1", "mean score", "quarantined", "missing images", "accuracy", "macro-F1"):
@@ -273,6 +293,47 @@ def predict(
               f"{m['accuracy']:.3f}" if m else "-", f"{m['macro_f1']:.3f}" if m else "-")
     console.print(t)
     console.print(f"scores: {r.output}")
+
+
+label_app = typer.Typer(help="Labels from moderators: they join the RGCL retrieval database at once.")
+app.add_typer(label_app, name="label")
+
+
+@label_app.command("add")
+def label_add(
+    params: Path = ParamsOpt,
+    text: Optional[str] = typer.Option(None, "--text", help="The item's text."),
+    image: Optional[Path] = typer.Option(None, "--image", help="The item's picture."),
+    label: Optional[int] = typer.Option(None, "--label", help="1 = harmful / misinformation, 0 = not."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="A .jsonl of {text, image, label[, id]}."),
+    by: str = typer.Option("cli", "--by", help="Who labelled (kept with the label)."),
+) -> None:
+    """Add labelled items to the RKC database of the trained RGCL model, without retraining."""
+    from mmd.encoders import EncoderUnavailable
+    from mmd.models.rgcl.train import add_labels
+    from mmd.store import StoreError
+
+    if input is not None:
+        rows = []
+        for n, line in enumerate(input.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    err.print(f"[red]{input}:{n}: not JSON ({exc.msg}); nothing was added[/red]")
+                    raise typer.Exit(2)
+        base = input.resolve().parent
+        for r in rows:
+            if r.get("image"):
+                r["image"] = str(base / r["image"])
+    elif text is not None and label is not None:
+        rows = [{"text": text, "image": str(image) if image else None, "label": label}]
+    else:
+        err.print("[red]give --text and --label (and optionally --image), or --input FILE.jsonl[/red]")
+        raise typer.Exit(2)
+    with _exits_on(EncoderUnavailable, StoreError, FileNotFoundError, ValueError):
+        r = add_labels(_settings(params), rows, by)
+    console.print(f"added {r['added']} labelled item(s); the RKC database holds {r['database']} ({r['labels_file']})")
 
 
 @app.command()
@@ -311,7 +372,7 @@ def demo(
     fresh: bool = typer.Option(False, "--fresh", help="Regenerate the demo inbox even if it is there."),
 ) -> None:
     """The main job on the embedded defaults: demo data in the inbox, then ingest, validate, embed, index,
-    synthesize, select and train CMC."""
+    synthesize, select, and train CMC and RGCL."""
     from mmd.demo import generate
     from mmd.ingest import run_ingest
     from mmd.validate import ValidationFailed, run_validate
@@ -349,6 +410,13 @@ def demo(
     m = trained.get("test") or trained["val"]
     console.print(f"trained cmc ({trained['variant']}) in {trained['seconds']:.0f}s: accuracy {m['accuracy']:.3f}, "
                   f"macro-F1 {m['macro_f1']:.3f} on {m['n']} held-out items")
+    from mmd.models.rgcl.train import paths as rgcl_paths, run_train_rgcl
+
+    rgcl = run_train_rgcl(settings)
+    m = (rgcl.get("test") or rgcl["val"])["rkc"]
+    console.print(f"trained rgcl in {rgcl['seconds']:.0f}s: RKC accuracy {m['accuracy']:.3f}, macro-F1 "
+                  f"{m['macro_f1']:.3f} on {m['n']} held-out items; its retrieval database holds "
+                  f"{rgcl['data']['train']['items']} items")
     out = Table(title="outputs", show_header=False)
     out.add_column("what")
     out.add_column("where")
@@ -365,6 +433,8 @@ def demo(
     out.add_row("selection report", str(select_paths(settings)["report"]))
     out.add_row("CMC model", str(cmc_paths(settings)["model"]))
     out.add_row("CMC metrics and plots", f"{cmc_paths(settings)['report']}, {cmc_paths(settings)['plots']}/")
+    out.add_row("RGCL model", str(rgcl_paths(settings)["model"]))
+    out.add_row("RGCL metrics and plots", f"{rgcl_paths(settings)['report']}, {rgcl_paths(settings)['plots']}/")
     console.print(out)
     console.print(f'try: .venv/bin/mmd search "wake up sheeple" -k 5{"" if params == Path("params.yaml") else f" --params {params}"}')
 

@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmd.models.cmc.config import CMCConfig
+from mmd.models.lmm.config import LMMConfig
+from mmd.models.rgcl.config import RGCLConfig
 
 
 class ConfigError(ValueError):
@@ -369,6 +371,8 @@ class Params(_Strict):
     demo: DemoConfig = DemoConfig()
     train: TrainConfig = TrainConfig()
     cmc: CMCConfig = CMCConfig()
+    rgcl: RGCLConfig = RGCLConfig()
+    lmm: LMMConfig = LMMConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

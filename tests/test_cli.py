@@ -82,6 +82,9 @@ def test_demo_runs_and_prints_summary_and_outputs(demo_run):
     assert trained["val"]["n"] > 0
     assert {"history.png", "evaluation-val.png"} <= {p.name for p in (root / "reports" / "cmc").iterdir()}
     assert "trained cmc (cmc)" in out
+    assert row(out, "RGCL model") == ["RGCL model", str(root / "data" / "models" / "rgcl")]
+    rgcl = json.loads((root / "reports" / "train_rgcl.json").read_text())
+    assert rgcl["database_points"] == rgcl["data"]["train"]["items"] and "trained rgcl" in out
 
 
 def test_select_and_synthesize_from_the_command_line(demo_run):

@@ -1,5 +1,5 @@
 """The real DVC pipeline: `dvc repro` runs ingest, validate, embed, index, synthesize,
-select and train_cmc, reruns only what changed, rebuilds a lost vector store, and `dvc push` stores the
+select, train_cmc and train_rgcl, reruns only what changed, rebuilds a lost vector store, and `dvc push` stores the
 data in the remote."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-STAGES = ("ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc")
+STAGES = ("ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl")
 
 
 def test_repro_runs_every_stage_then_only_what_changed(project: Path, tmp_path: Path):
@@ -78,10 +78,13 @@ def test_repro_runs_every_stage_then_only_what_changed(project: Path, tmp_path: 
     assert trained["variant"] == "cmc" and trained["data"]["train"]["synthetic"] > 0
     assert {"model.safetensors", "config.json", "metrics.json"} <= {p.name for p in (project / "data" / "models" / "cmc").iterdir()}
     assert "data/models/cmc" in (project / "dvc.lock").read_text()
+    rgcl = json.loads((project / "reports" / "train_rgcl.json").read_text())
+    assert rgcl["database_points"] == rgcl["data"]["train"]["items"] and set(rgcl["val"]) == {"head", "rkc"}
+    assert (project / "data" / "models" / "rgcl" / "database.parquet").exists()
 
     # nothing new: ingest and index run (both incremental) and everything else is skipped
     out = _run([dvc, "repro"], project).stdout
-    for stage in ("validate", "embed", "synthesize", "select", "train_cmc"):
+    for stage in ("validate", "embed", "synthesize", "select", "train_cmc", "train_rgcl"):
         assert f"Stage '{stage}' didn't change, skipping" in out
     assert json.loads((project / "reports" / "ingest.json").read_text())["totals"]["accepted"] == 0
 

@@ -30,6 +30,10 @@ from mmd.items import ITEM_SCHEMA, read_table
 ROLES = ("train", "val", "test")
 
 
+class ModelMismatch(ValueError):
+    """A saved model that does not fit the encoder or the code at hand."""
+
+
 class TrainingDataError(ValueError):
     """Data a detector cannot be trained on (none, one class only, nothing to validate on)."""
 
@@ -125,10 +129,10 @@ def assign_roles(rows: list[dict], cfg: TrainConfig) -> tuple[dict[str, list[dic
     return roles, report
 
 
-def load_training_data(settings: Settings, encoder=None, synthetic: bool | None = None) -> TrainData:
-    """Assemble train/val/test with features (see the module docstring)."""
+def training_rows(settings: Settings, synthetic: bool | None = None) -> tuple[dict[str, list[dict]], dict]:
+    """The item rows of train / val / test (see the module docstring: filter, roles, leak rules,
+    synthetic rows marked `_synthetic`), and what was carved or dropped."""
     from mmd.embed import paths as embed_paths
-    from mmd.encoders import EmbeddingCache, build_encoder, embed_items
     from mmd.synth.select import paths as select_paths
 
     cfg = settings.params.train
@@ -151,20 +155,9 @@ def load_training_data(settings: Settings, encoder=None, synthetic: bool | None 
         clean = [r for r in synth if not (set(r.get("parent_ids") or []) & held_ids)
                  and r.get("image_sha256") not in held_images]
         report["synthetic_dropped_leak"] = len(synth) - len(clean)
-        for r in clean:
-            r["_synthetic"] = True
-        roles["train"] += clean
+        roles["train"] += [{**r, "_synthetic": True} for r in clean]
     elif use_synthetic:
         report["synthetic_missing"] = f"{sel_path} not found: run `mmd select` to add synthetic data"
-
-    if encoder is None:
-        encoder = build_encoder(settings.params.embed, settings.root)
-    if encoder.keyed_by_id:
-        n = sum(1 for r in roles["train"] if r.get("_synthetic"))
-        if n:
-            roles["train"] = [r for r in roles["train"] if not r.get("_synthetic")]
-            report["synthetic_skipped"] = (f"{n} synthetic items: the {settings.params.embed.backend} encoder looks "
-                                           "vectors up by item id and has none for them")
     sizes = {k: len(v) for k, v in roles.items()}
     labels = {r["label"] for r in roles["train"]}
     if len(labels) < 2:
@@ -173,7 +166,23 @@ def load_training_data(settings: Settings, encoder=None, synthetic: bool | None 
     if not roles["val"]:
         raise TrainingDataError(f"nothing to validate on ({sizes} items per split): add a val split or raise "
                                 "train.val_fraction")
+    return roles, report
 
+
+def load_training_data(settings: Settings, encoder=None, synthetic: bool | None = None) -> TrainData:
+    """Assemble train/val/test with features (see the module docstring)."""
+    from mmd.embed import paths as embed_paths
+    from mmd.encoders import EmbeddingCache, build_encoder, embed_items
+
+    roles, report = training_rows(settings, synthetic)
+    if encoder is None:
+        encoder = build_encoder(settings.params.embed, settings.root)
+    if encoder.keyed_by_id:
+        n = sum(1 for r in roles["train"] if r.get("_synthetic"))
+        if n:
+            roles["train"] = [r for r in roles["train"] if not r.get("_synthetic")]
+            report["synthetic_skipped"] = (f"{n} synthetic items: the {settings.params.embed.backend} encoder looks "
+                                           "vectors up by item id and has none for them")
     cache = None if encoder.keyed_by_id else EmbeddingCache.for_encoder(embed_paths(settings)["cache"], encoder, read_only=True)
     ecfg = settings.params.embed
     splits: dict[str, Split | None] = {}

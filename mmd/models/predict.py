@@ -27,7 +27,7 @@ from mmd.config import Settings
 from mmd.items import ITEM_SCHEMA, now_iso, read_table, sha256_hex, write_table
 from mmd.quarantine import append_records, quarantine
 
-MODELS = ("cmc",)
+MODELS = ("cmc", "rgcl", "lmm")
 
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()), ("score", pa.float32()), ("predicted", pa.int8()), ("label", pa.int8()),
@@ -84,19 +84,58 @@ def read_jsonl(path: Path) -> tuple[list[dict], list]:
     return rows, bad
 
 
+def _scorer(settings: Settings, model: str, encoder, model_dir: Path | None):
+    """(meta, variant, score(split, data_dir) -> calibrated P(label 1)) of a trained model."""
+    if model == "cmc":
+        from mmd.models.cmc.train import load_model, paths as cmc_paths, raw_inputs
+
+        predictor = load_model(Path(model_dir) if model_dir else cmc_paths(settings)["model"], encoder,
+                               settings.params.train.device)
+
+        def score(split, data_dir: Path) -> np.ndarray:
+            raw = raw_inputs(encoder, data_dir) if predictor.meta.get("finetuned") else None
+            return predictor.predict(split, raw)
+
+        return predictor.meta, predictor.meta["variant"], score
+    if model == "lmm":
+        from mmd.models.lmm.train import Items, load_lmm_detector, paths as lmm_paths
+
+        detector = load_lmm_detector(Path(model_dir) if model_dir else lmm_paths(settings)["model"],
+                                     root=settings.root)
+
+        def score(split, data_dir: Path) -> np.ndarray:
+            rows = [{"id": i, "text": t, "image_path": p, "label": None}
+                    for i, t, p in zip(split.ids, split.texts, split.image_paths)]
+            return np.asarray(detector.predict_items(Items.from_rows(rows, data_dir)), np.float32)
+
+        return detector.meta, detector.meta.get("recipe", "lmm"), score
+    from mmd.index import open_index
+    from mmd.models.rgcl.train import load_model, paths as rgcl_paths, sync_database
+
+    predictor = load_model(Path(model_dir) if model_dir else rgcl_paths(settings)["model"], encoder)
+    how = predictor.cfg.predict_with
+
+    def score(split, data_dir: Path) -> np.ndarray:
+        if how == "head":
+            return predictor.head_scores(split)
+        with open_index(settings) as store:
+            sync_database(settings, predictor, store, encoder)  # a wiped store comes back from the files
+            return predictor.rkc(store, split)
+
+    return predictor.meta, how, score
+
+
 def run_predict(settings: Settings, model: str = "cmc", input: Path | None = None, output: Path | None = None,
                 model_dir: Path | None = None) -> PredictReport:
     from mmd.embed import paths as embed_paths
     from mmd.encoders import build_encoder
     from mmd.evaluate.metrics import classification_metrics
-    from mmd.models.cmc.train import load_model, paths as cmc_paths
     from mmd.models.data import item_features
 
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
-    folder = Path(model_dir) if model_dir else cmc_paths(settings)["model"]
     encoder = build_encoder(settings.params.embed, settings.root)
-    predictor = load_model(folder, encoder, settings.params.train.device)
+    meta, variant, score = _scorer(settings, model, encoder, model_dir)
     bad: list = []
     if input is None or Path(input).suffix == ".parquet":
         src = Path(input) if input else embed_paths(settings)["input"]
@@ -109,29 +148,24 @@ def run_predict(settings: Settings, model: str = "cmc", input: Path | None = Non
         data_dir = Path("/")  # absolute paths, checked to exist by the embedding step
     else:
         raise ValueError(f"{input}: give a .jsonl or a .parquet file")
-    out_path = Path(output) if output else cmc_paths(settings)["predictions"]
+    out_path = Path(output) if output else settings.data_dir / "predictions" / f"{model}.parquet"
     if bad:
         append_records(out_path.parent / "quarantine.parquet", bad)
-    raw = None
-    if predictor.meta.get("finetuned"):
-        from mmd.models.cmc.train import raw_inputs
-
-        raw = raw_inputs(encoder, data_dir)
     split = item_features(settings, rows, encoder, data_dir=data_dir)
-    scores = predictor.predict(split, raw) if len(rows) else np.zeros(0, np.float32)
+    scores = score(split, data_dir) if len(rows) else np.zeros(0, np.float32)
     pred = (scores >= 0.5).astype(np.int8)
     now = now_iso()
     table = pa.Table.from_pylist([
         {"id": r["id"], "score": float(s), "predicted": int(p), "label": r.get("label"), "has_image": bool(h),
          "text": (r.get("text") or "")[:500], "image_path": r.get("image_path"), "model": model,
-         "variant": predictor.meta["variant"], "model_trained_at": predictor.meta.get("trained_at"),
-         "predicted_at": now}
+         "variant": variant, "model_trained_at": meta.get("trained_at"), "predicted_at": now}
         for r, s, p, h in zip(rows, scores, pred, split.has_image)], schema=OUTPUT_SCHEMA)
     write_table(table, out_path)
     known = split.labels >= 0
     metrics = None
     if known.any():
-        metrics = classification_metrics(split.labels[known], scores[known], predictor.meta["label_names"])
+        metrics = classification_metrics(split.labels[known], scores[known],
+                                         meta.get("label_names", settings.params.train.label_names))
     missing = int(sum(1 for r, h in zip(rows, split.has_image) if r.get("image_path") and not h))
-    return PredictReport(model, predictor.meta["variant"], len(rows), len(bad), missing, int(pred.sum()),
+    return PredictReport(model, variant, len(rows), len(bad), missing, int(pred.sum()),
                          float(scores.mean()) if len(scores) else 0.0, out_path, metrics)

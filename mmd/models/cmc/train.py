@@ -32,7 +32,7 @@ from mmd.items import now_iso
 from mmd.models.cmc.config import VARIANTS, CMCConfig, Variant
 from mmd.models.cmc.loss import CrossModalDistillation
 from mmd.models.cmc.model import CMCModel
-from mmd.models.data import Split, TrainData
+from mmd.models.data import ModelMismatch, Split, TrainData
 from mmd.util import write_json
 
 MODEL_NAME = "cmc"
@@ -377,9 +377,6 @@ class Predictor:
     def predict(self, split: Split, raw: RawInputs | None = None) -> np.ndarray:
         return probabilities(self.logits(split, raw), self.temperature)
 
-
-class ModelMismatch(ValueError):
-    """A saved model that does not fit the encoder or the code at hand."""
 
 
 def load_model(folder: Path, encoder=None, device: str = "auto") -> Predictor:

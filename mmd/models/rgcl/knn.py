@@ -1,0 +1,158 @@
+"""Hard-negative mining and the retrieval-based kNN classifier (RKC).
+
+Mining: for every training example, its pseudo-gold positive (the nearest same-label
+example) and its hard negatives (the nearest opposite-label examples), by cosine between
+the current embeddings g; an example is never its own neighbour. Two ways:
+- `mine_store`: the embeddings go into a vector-store collection (ids = item ids, payload
+  = label) and each example searches it with a label filter (its two nearest, itself
+  dropped);
+- `mine_exact`: a chunked matmul + top-k in torch. Both give the same answer (exact search).
+
+RKC: the K nearest labelled embeddings of a query vote: score = sum w_k y_k / sum w_k, with
+rank weights w_k = K - k + 1 (k = 1 is the nearest; the paper; neighbours tied in
+similarity share their mean weight), uniform weights, or the cosine similarity (clipped
+at 0). `rkc_scores` computes it by brute force; `rkc_from_hits`
+from a vector-store search whose payloads carry `label`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Mined:
+    positives: np.ndarray   # (N,) index of each example's positive (itself only if it has no same-label peer)
+    negatives: np.ndarray   # (N, H) indices of its hard negatives
+
+
+def n_negatives(labels: np.ndarray, wanted: int) -> int:
+    """No more hard negatives than the smaller class can give."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=2)
+    return int(min(wanted, counts.min()))
+
+
+def mine_exact(embeddings: np.ndarray, labels: np.ndarray, hard_negatives: int, chunk: int = 4096,
+               device: str | torch.device = "cpu") -> Mined:
+    emb = torch.as_tensor(np.asarray(embeddings, np.float32), device=device)
+    y = torch.as_tensor(np.asarray(labels, np.int64), device=device)
+    n = len(emb)
+    h = n_negatives(labels, hard_negatives)
+    pos = np.empty(n, np.int64)
+    neg = np.empty((n, h), np.int64)
+    for start in range(0, n, chunk):
+        rows = torch.arange(start, min(start + chunk, n), device=device)
+        sims = emb[rows] @ emb.T
+        sims[torch.arange(len(rows), device=device), rows] = float("-inf")  # never itself
+        same = y[rows, None] == y[None, :]
+        best, arg = sims.masked_fill(~same, float("-inf")).max(dim=1)
+        arg = torch.where(torch.isinf(best), rows, arg)  # no same-label peer: itself
+        pos[start : start + len(rows)] = arg.cpu().numpy()
+        if h:
+            neg[start : start + len(rows)] = sims.masked_fill(same, float("-inf")).topk(h, dim=1).indices.cpu().numpy()
+    return Mined(pos, neg)
+
+
+def mine_store(store, collection: str, ids: Sequence[str], embeddings: np.ndarray, labels: np.ndarray,
+               hard_negatives: int, batch_size: int = 512) -> Mined:
+    """Upsert the embeddings (a refresh) and search the collection per label, excluding each query itself."""
+    ids = [str(i) for i in ids]
+    labels = np.asarray(labels, np.int64)
+    emb = np.asarray(embeddings, np.float32)
+    store.ensure_collection(collection, emb.shape[1], "rgcl-embeddings")
+    store.upsert(collection, ids, emb, [{"label": int(y)} for y in labels], batch_size)
+    stale = store.ids(collection) - set(ids)
+    if stale:
+        store.delete(collection, sorted(stale))
+    where = {i: n for n, i in enumerate(ids)}
+    h = n_negatives(labels, hard_negatives)
+    pos = np.arange(len(ids), dtype=np.int64)
+    neg = np.empty((len(ids), h), np.int64)
+    for c in (0, 1):
+        rows = np.flatnonzero(labels == c)
+        if not len(rows):
+            continue
+        # the two nearest of the same label, then drop the item itself: as exact as an id-exclusion
+        # filter, and 3-7x faster on the embedded engine (benchmarks/bench_mining.py)
+        for r, hits in zip(rows, store.search_batch(collection, emb[rows], k=2, filter={"label": c}, exact=True)):
+            others = [x for x in hits if x.id != ids[r]]
+            if others:
+                pos[r] = where[others[0].id]
+        if h:
+            hits_all = store.search_batch(collection, emb[rows], k=h, filter={"label": 1 - c}, exact=True)
+            for r, hits in zip(rows, hits_all):
+                neg[r] = [where[x.id] for x in hits]
+    return Mined(pos, neg)
+
+
+def rank_weights(k: int) -> np.ndarray:
+    return np.arange(k, 0, -1, dtype=np.float64)  # K, K-1, ..., 1
+
+
+def _tie_averaged(weights: np.ndarray, sims: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+    """Neighbours at the same similarity (duplicates) share the mean of their rank weights, so the
+    score does not depend on the order a search happens to return ties in."""
+    out = np.array(weights, dtype=np.float64)
+    for r in range(sims.shape[0]):
+        start = 0
+        for k in range(1, sims.shape[1] + 1):
+            if k == sims.shape[1] or abs(sims[r, k] - sims[r, start]) > tol:
+                if k - start > 1:
+                    out[r, start:k] = out[r, start:k].mean()
+                start = k
+    return out
+
+
+def _weights(sims: np.ndarray, weighting: str) -> np.ndarray:
+    if weighting == "rank":
+        return _tie_averaged(np.broadcast_to(rank_weights(sims.shape[1]), sims.shape), sims)
+    if weighting == "uniform":
+        return np.ones_like(sims)
+    if weighting == "similarity":
+        return np.clip(sims, 0.0, None)
+    raise ValueError(f"unknown RKC weighting {weighting!r}: rank, uniform or similarity")
+
+
+def _vote(labels: np.ndarray, sims: np.ndarray, weighting: str) -> np.ndarray:
+    w = _weights(sims, weighting)
+    total = w.sum(axis=1)
+    score = (w * labels).sum(axis=1) / np.where(total > 0, total, 1.0)
+    return np.where(total > 0, score, labels.mean(axis=1) if labels.shape[1] else 0.5)
+
+
+def rkc_scores(query: np.ndarray, db: np.ndarray, db_labels: np.ndarray, k: int = 20, weighting: str = "rank",
+               exclude: np.ndarray | None = None, chunk: int = 4096) -> np.ndarray:
+    """RKC by brute force: P(label 1) of each query from its k nearest database rows (cosine).
+    `exclude[q]` is a database row query q must not see (itself), or -1."""
+    q = torch.as_tensor(np.asarray(query, np.float32))
+    d = torch.as_tensor(np.asarray(db, np.float32))
+    y = np.asarray(db_labels, np.float64)
+    k = min(k, len(d) - (1 if exclude is not None else 0))
+    if k < 1:
+        raise ValueError("the RKC database is empty")
+    out = np.empty(len(q))
+    for start in range(0, len(q), chunk):
+        sims = q[start : start + chunk] @ d.T
+        if exclude is not None:
+            ex = torch.as_tensor(np.asarray(exclude[start : start + chunk], np.int64))
+            rows = torch.nonzero(ex >= 0).flatten()
+            sims[rows, ex[rows]] = float("-inf")
+        top = sims.topk(k, dim=1)
+        out[start : start + chunk] = _vote(y[top.indices.numpy()], top.values.numpy().astype(np.float64), weighting)
+    return out
+
+
+def rkc_from_hits(hits: list[list], weighting: str = "rank") -> np.ndarray:
+    """RKC from vector-store hits (best first), whose payloads carry `label`."""
+    out = np.empty(len(hits))
+    for n, h in enumerate(hits):
+        if not h:
+            raise ValueError("the RKC database is empty")
+        labels = np.array([[float(x.payload["label"]) for x in h]])
+        sims = np.array([[float(x.score) for x in h]])
+        out[n] = _vote(labels, sims, weighting)[0]
+    return out

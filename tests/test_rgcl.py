@@ -1,0 +1,270 @@
+"""RGCL: the loss, hard-negative mining (store and exact), RKC, training, the database and labels."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mmd.cli import app
+from mmd.config import IndexConfig, TrainConfig
+from mmd.models.data import Split, TrainData
+from mmd.models.rgcl.config import RGCLConfig
+from mmd.models.rgcl.knn import mine_exact, mine_store, rkc_from_hits, rkc_scores
+from mmd.models.rgcl.loss import rgcl_loss
+from mmd.models.rgcl.model import FeatureHead, RGCLHead
+from mmd.models.rgcl.train import fit_head, load_model, save_model, train_rgcl
+from mmd.store import open_store
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- the loss
+def test_the_loss_matches_a_hand_computed_case():
+    g = torch.tensor(_unit(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])))
+    labels = torch.tensor([1, 0, 1])
+    pos = torch.tensor(_unit(np.array([[1.0, 0.2], [0.1, 1.0], [0.5, 1.0]])))
+    hard = torch.tensor(_unit(np.array([[[0.0, 1.0]], [[1.0, 0.0]], [[0.3, -1.0]]])))
+    got = rgcl_loss(g, labels, pos, hard, temperature=0.5, in_batch=True).item()
+    G, P, H = g.numpy(), pos.numpy(), hard.numpy()[:, 0]
+    total = 0.0
+    for i in range(3):
+        s_pos = G[i] @ P[i] / 0.5
+        negs = [G[i] @ H[i] / 0.5] + [G[i] @ G[j] / 0.5 for j in range(3) if labels[j] != labels[i]]
+        total += -(s_pos - math.log(math.exp(s_pos) + sum(math.exp(s) for s in negs)))
+    assert got == pytest.approx(total / 3, rel=1e-5)
+    # without in-batch negatives only the hard negative competes
+    only_hard = rgcl_loss(g, labels, pos, hard, temperature=0.5, in_batch=False).item()
+    expect = np.mean([-(G[i] @ P[i] / 0.5 - np.log(np.exp(G[i] @ P[i] / 0.5) + np.exp(G[i] @ H[i] / 0.5)))
+                      for i in range(3)])
+    assert only_hard == pytest.approx(expect, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- mining
+@pytest.fixture
+def store(tmp_path):
+    with open_store(IndexConfig(backend="embedded", path="q"), tmp_path) as s:
+        yield s
+
+
+def _clustered(n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    emb = _unit(rng.normal(size=(n, 16)) + 1.5 * labels[:, None] * np.eye(16)[0])
+    emb[1] = emb[0]  # an exact duplicate: its nearest neighbour ties with itself
+    labels[1] = labels[0]
+    return [f"m{k}" for k in range(n)], emb, labels
+
+
+def test_mining_never_returns_the_query_and_respects_labels(store):
+    ids, emb, labels = _clustered(300, 0)
+    exact = mine_exact(emb, labels, hard_negatives=3, chunk=64)
+    via_store = mine_store(store, "mining", ids, emb, labels, hard_negatives=3)
+    for mined in (exact, via_store):
+        n = np.arange(len(ids))
+        assert (mined.positives != n).all()
+        assert (labels[mined.positives] == labels).all()
+        assert (labels[mined.negatives] != labels[:, None]).all()
+        assert (mined.negatives != n[:, None]).all()
+        assert mined.positives[0] == 1 and mined.positives[1] == 0  # the duplicate, not itself
+    # the same neighbours (up to the order of exact ties: the duplicate pair)
+    np.testing.assert_array_equal(emb[exact.positives], emb[via_store.positives])
+    np.testing.assert_array_equal(emb[exact.negatives], emb[via_store.negatives])
+    # a refresh replaces the collection's contents, items that left are removed
+    mine_store(store, "mining", ids[:100], emb[:100], labels[:100], hard_negatives=1)
+    assert store.count("mining") == 100
+
+
+def test_an_item_without_a_same_label_peer_is_its_own_positive():
+    emb = _unit(np.random.default_rng(1).normal(size=(4, 8)))
+    mined = mine_exact(emb, np.array([1, 0, 0, 0]), hard_negatives=5)
+    assert mined.positives[0] == 0 and mined.negatives.shape == (4, 1)  # one item in the smaller class
+
+
+# --------------------------------------------------------------------------- RKC
+def test_rkc_equals_a_brute_force_computation_and_the_store_path(store):
+    rng = np.random.default_rng(2)
+    db = _unit(rng.normal(size=(200, 12)))
+    y = rng.integers(0, 2, 200)
+    queries = _unit(rng.normal(size=(30, 12)))
+    for weighting in ("rank", "uniform", "similarity"):
+        got = rkc_scores(queries, db, y, k=20, weighting=weighting)
+        for q in range(30):
+            sims = db @ queries[q]
+            top = np.argsort(-sims)[:20]
+            w = {"rank": np.arange(20, 0, -1), "uniform": np.ones(20), "similarity": np.clip(sims[top], 0, None)}[weighting]
+            assert got[q] == pytest.approx((w * y[top]).sum() / w.sum(), rel=1e-6)
+    store.ensure_collection("db", 12, "test")
+    store.upsert("db", [f"d{k}" for k in range(200)], db, [{"label": int(v)} for v in y])
+    hits = store.search_batch("db", queries, k=20, exact=True)
+    np.testing.assert_allclose(rkc_from_hits(hits, "rank"), rkc_scores(queries, db, y, 20, "rank"), atol=1e-9)
+    # a query that is in the database does not see itself when told
+    own = rkc_scores(db[:5], db, y, k=1, weighting="uniform", exclude=np.arange(5))
+    assert not np.array_equal(own, y[:5].astype(float)) or True  # computed without error
+    nearest_other = [np.argsort(-(db @ db[i]))[1] for i in range(5)]
+    np.testing.assert_array_equal(own, y[nearest_other])
+
+
+# --------------------------------------------------------------------------- training
+def _split(n: int, seed: int) -> Split:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    text = rng.normal(size=(n, 10)).astype(np.float32)
+    image = rng.normal(size=(n, 8)).astype(np.float32)
+    text[:, 0] += 2.0 * (2 * labels - 1)
+    image[:, 0] += 2.0 * (2 * labels - 1)
+    return Split([f"r{seed}-{k}" for k in range(n)], labels, text, image, np.ones(n, bool), np.zeros(n, bool))
+
+
+SMALL = RGCLConfig(map_dim=32, epochs=25, patience=25, lr=3e-3, batch_size=16, rkc={"k": 5})
+
+
+def test_training_learns_and_rkc_scores_it():
+    data = TrainData(_split(160, 1), _split(60, 2), _split(60, 3), "enc", 10, 8, {})
+    trained = train_rgcl(data, SMALL, TrainConfig())
+    for scorer in ("head", "rkc"):
+        assert trained.metrics["test"][scorer]["auroc"] > 0.9, scorer
+    assert trained.train_g.shape == (160, 32)
+    assert np.allclose(np.linalg.norm(trained.train_g, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_store_miner_trains_the_same_way(store):
+    data = TrainData(_split(80, 4), _split(40, 5), None, "enc", 10, 8, {})
+    cfg = RGCLConfig(map_dim=16, epochs=3, patience=3, batch_size=16)
+    exact = train_rgcl(data, cfg, TrainConfig(), seed=0)
+    via_store = train_rgcl(data, cfg, TrainConfig(), seed=0,
+                           miner=lambda g, y: mine_store(store, "m", data.train.ids, g, y, cfg.hard_negatives))
+    np.testing.assert_allclose(exact.train_g, via_store.train_g, atol=1e-5)
+
+
+def test_fit_head_trains_a_feature_head_for_lmm_features():
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 2, 120)
+    x = rng.normal(size=(120, 24)).astype(np.float32)
+    x[:, :3] += 2 * (2 * y[:, None] - 1)
+    head = FeatureHead(24, SMALL)
+    t = torch.as_tensor(x)
+    res = fit_head(head, (t[:90],), torch.as_tensor(y[:90]), (t[90:],), torch.as_tensor(y[90:]), SMALL)
+    g, logit = head(t[90:])
+    assert g.shape == (30, 32) and ((logit > 0).numpy() == y[90:]).mean() > 0.8
+    assert res.best_epoch >= 1 and res.history[0]["mining_s"] >= 0
+
+
+def test_a_saved_model_reloads_to_identical_embeddings(tmp_path):
+    data = TrainData(_split(60, 7), _split(30, 8), None, "enc", 10, 8, {})
+    trained = train_rgcl(data, RGCLConfig(map_dim=16, epochs=2), TrainConfig())
+    folder = save_model(tmp_path / "rgcl", trained, RGCLConfig(map_dim=16, epochs=2), data, TrainConfig())
+    loaded = load_model(folder)
+    np.testing.assert_array_equal(loaded.embed(data.val)[0], trained.head.eval()(
+        *[torch.as_tensor(a) for a in (data.val.text, data.val.image, data.val.has_image)])[0].detach().numpy())
+    assert {p.name for p in folder.iterdir()} == {"model.safetensors", "config.json", "metrics.json", "database.parquet"}
+
+
+def test_a_missing_picture_uses_the_learned_input():
+    head = RGCLHead(4, 3, RGCLConfig(map_dim=8))
+    with torch.no_grad():
+        head.missing.fill_(0.5)
+    head.eval()
+    t = torch.randn(2, 4)
+    g1, _ = head(t, torch.zeros(2, 3), torch.tensor([False, False]))
+    g2, _ = head(t, torch.full((2, 3), 0.5), torch.tensor([True, True]))
+    torch.testing.assert_close(g1, g2)
+
+
+# --------------------------------------------------------------------------- the stage, labels, predict
+@pytest.fixture(scope="module")
+def _trained(tmp_path_factory, tiny_open_clip):
+    from mmd.models.rgcl.train import run_train_rgcl
+
+    from .conftest import prepare_demo_project
+
+    root = tmp_path_factory.mktemp("rgcl")
+    settings = prepare_demo_project(root, tiny_open_clip, dict(memes=30, claims=12, posts=24),
+                                    rgcl=dict(map_dim=32, epochs=6, lr=2e-3, rkc={"k": 5}))
+    report = run_train_rgcl(settings)
+    return root, report
+
+
+@pytest.fixture
+def project(_trained, tmp_path):
+    root = tmp_path / "p"
+    shutil.copytree(_trained[0], root)
+    return root / "params.yaml"
+
+
+def test_the_stage_writes_the_model_its_database_and_report(_trained):
+    root, report = _trained
+    assert set(report["val"]) == {"head", "rkc"} and report["mining"] == "store"
+    assert report["database_points"] == report["data"]["train"]["items"]
+    assert report["store_rkc_agreement"] == 1.0  # RKC through the store = brute force
+    ids, labels, g = __import__("mmd.models.rgcl.train", fromlist=["read_database"]).read_database(
+        root / "data" / "models" / "rgcl" / "database.parquet")
+    assert len(ids) == len(labels) == len(g) == report["data"]["train"]["items"]
+    assert {p.name for p in (root / "reports" / "rgcl").iterdir()} == {"history.png", "evaluation-val.png"}
+
+
+def test_labels_added_between_retrains_change_rkc_without_retraining(project, tmp_path):
+    root = project.parent
+    weights = (root / "data" / "models" / "rgcl" / "model.safetensors").read_bytes()
+    query = tmp_path / "q.jsonl"
+    text = "[TEST] a brand new meme nobody has labelled"
+    query.write_text(json.dumps({"id": "q", "text": text}) + "\n")
+
+    def score() -> float:
+        out = tmp_path / "s.parquet"
+        result = CliRunner().invoke(app, ["predict", "--model", "rgcl", "--params", str(project), "-i", str(query),
+                                          "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        return float(pq.read_table(out).column("score")[0].as_py())
+
+    before = score()
+    # moderators label copies of exactly this item the other way round: they are its nearest neighbours
+    flip = 0 if before >= 0.5 else 1
+    lines = "\n".join(json.dumps({"id": f"mod{k}", "text": text, "label": flip}) for k in range(5))
+    (tmp_path / "labels.jsonl").write_text(lines + "\n")
+    result = CliRunner().invoke(app, ["label", "add", "--params", str(project), "-i", str(tmp_path / "labels.jsonl"),
+                                      "--by", "moderator"])
+    assert result.exit_code == 0, result.output
+    after = score()
+    assert (after >= 0.5) == bool(flip) and after != before
+    assert (root / "data" / "models" / "rgcl" / "model.safetensors").read_bytes() == weights  # no retraining
+    labels = pq.read_table(root / "data" / "labels" / "labels.parquet").to_pandas()
+    assert len(labels) == 5 and (labels.by == "moderator").all()
+    # the store is only an index: wiped, it comes back with the added labels from the files
+    shutil.rmtree(root / "data" / "qdrant")
+    assert score() == pytest.approx(after)
+
+
+def test_label_add_errors_are_clear(project, tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(app, ["label", "add", "--params", str(project), "--text", "x"]).exit_code == 2
+    result = runner.invoke(app, ["label", "add", "--params", str(project), "--text", "x", "--label", "3"])
+    assert result.exit_code == 1 and "0 or 1" in result.output
+    result = runner.invoke(app, ["label", "add", "--params", str(project), "--text", "x", "--label", "1",
+                                 "--image", str(tmp_path / "none.png")])
+    assert result.exit_code == 1 and "not found" in result.output
+
+
+def test_predict_with_the_head_and_train_from_the_cli(project):
+    import yaml
+
+    params = yaml.safe_load(project.read_text())
+    params["rgcl"]["predict_with"] = "head"
+    params["rgcl"]["mining"] = "exact"
+    project.write_text(yaml.safe_dump(params, sort_keys=False))
+    result = CliRunner().invoke(app, ["train", "--model", "rgcl", "--params", str(project)])
+    assert result.exit_code == 0, result.output
+    assert "rkc" in result.stdout and "head" in result.stdout
+    result = CliRunner().invoke(app, ["predict", "--model", "rgcl", "--params", str(project)])
+    assert result.exit_code == 0, result.output
+    scores = pq.read_table(Path(project).parent / "data" / "predictions" / "rgcl.parquet").to_pandas()
+    assert (scores.variant == "head").all() and scores.score.between(0, 1).all()
