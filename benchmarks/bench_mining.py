@@ -28,8 +28,8 @@ points, the label-0 items among the first 100 as queries, thrown away; skipped w
 --whole-budget seconds for all epochs, `mine_store` itself runs whole every epoch
 (through a thin proxy that times its store calls). Otherwise the refresh is
 still done and timed in full, but the searches run only for a random sample of
---sample items (the same calls mine_store makes, restricted to those rows: k=2 same-label
-then drop self, k=h other-label) and the
+--sample items (`mine_store(..., queries=sample)`: the same calls, restricted to those rows)
+and the
 search time is extrapolated linearly to N queries: per-query cost does not depend on
 how many queries there are (the collection is the same), so this is exact up to noise.
 The JSON says which (`searches`: "measured on S of N queries, extrapolated" or "whole").
@@ -211,36 +211,6 @@ class TimedStore:
         return self._timed(phase, self._store.search_batch, name, vectors, k, filter, *args, **kwargs)
 
 
-def mine_store_sampled(store: TimedStore, ids: list[str], emb: np.ndarray, labels: np.ndarray, hard_negatives: int,
-                       rows: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """mine_store's calls, the refresh whole and the searches only for `rows` (sorted item indices).
-
-    Kept line for line with mmd.models.rgcl.knn.mine_store; returns (positives, negatives)
-    of `rows` only."""
-    store.ensure_collection(COLLECTION, emb.shape[1], ENCODER)
-    store.upsert(COLLECTION, ids, emb, [{"label": int(y)} for y in labels], batch_size)
-    stale = store.ids(COLLECTION) - set(ids)
-    if stale:
-        store.delete(COLLECTION, sorted(stale))
-    where = {i: n for n, i in enumerate(ids)}
-    h = n_negatives(labels, hard_negatives)
-    pos = dict.fromkeys(rows.tolist())
-    neg = {}
-    for c in (0, 1):
-        picked = rows[labels[rows] == c]
-        if not len(picked):
-            continue
-        # the two nearest of the same label, then drop the item itself (as mine_store)
-        for r, hits in zip(picked, store.search_batch(COLLECTION, emb[picked], k=2, filter={"label": c}, exact=True)):
-            others = [x for x in hits if x.id != ids[r]]
-            pos[r] = where[others[0].id] if others else r
-        if h:
-            for r, hits in zip(picked, store.search_batch(COLLECTION, emb[picked], k=h, filter={"label": 1 - c},
-                                                          exact=True)):
-                neg[r] = [where[x.id] for x in hits]
-    return np.array([pos[r] for r in rows], np.int64), np.array([neg.get(r, []) for r in rows], np.int64).reshape(len(rows), h)
-
-
 def shard_state(store, folder: Path) -> dict:
     out: dict = {}
     shard = getattr(store, "_shards", {}).get(COLLECTION)  # EdgeStore internals: diagnostics only
@@ -398,7 +368,9 @@ def run_size(n: int, args) -> dict:
                     mined = mine_store(store, COLLECTION, ids, e, labels, h_wanted, batch_size=args.batch_size)
                     got = (mined.positives, mined.negatives)
                 else:
-                    got = mine_store_sampled(store, ids, e, labels, h_wanted, rows, args.batch_size)
+                    mined = mine_store(store, COLLECTION, ids, e, labels, h_wanted, batch_size=args.batch_size,
+                                       queries=rows)
+                    got = (mined.positives, mined.negatives)
                 wall = time.perf_counter() - start
                 wall_cpu = time.process_time() - cpu
             sec, cpu_s = dict(store.seconds), dict(store.cpu)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -275,6 +276,13 @@ def test_run_train_lmm_writes_the_model_and_the_report(make_settings, tiny_base,
     assert report["data"]["train"]["items"] == 8 and report["data"]["train"]["with_image"] == 5
     assert set(report["val"]) >= {"auroc", "accuracy", "macro_f1"} and report["test"]["n"] == 4
     assert report["scorer"] == "head" and report["best_epochs"]["lmm"] == 1
+    # `mmd predict --model lmm` reads the texts and pictures itself (no encoder features)
+    from mmd.models.predict import run_predict
+
+    predicted = run_predict(settings, "lmm")
+    assert predicted.items == 16 and predicted.metrics is not None
+    scores = pq.read_table(predicted.output).to_pandas()
+    assert scores.score.between(0, 1).all() and scores.has_image.sum() == 9
 
 
 # --------------------------------------------------------------------------- unavailable models

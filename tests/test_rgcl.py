@@ -79,6 +79,11 @@ def test_mining_never_returns_the_query_and_respects_labels(store):
     # the same neighbours (up to the order of exact ties: the duplicate pair)
     np.testing.assert_array_equal(emb[exact.positives], emb[via_store.positives])
     np.testing.assert_array_equal(emb[exact.negatives], emb[via_store.negatives])
+    # mining a subset of the queries gives the same answer for those rows
+    some = np.array([200, 3, 5])
+    sub = mine_store(store, "mining", ids, emb, labels, hard_negatives=3, queries=some)
+    np.testing.assert_array_equal(emb[sub.positives], emb[via_store.positives[some]])
+    np.testing.assert_array_equal(emb[sub.negatives], emb[via_store.negatives[some]])
     # a refresh replaces the collection's contents, items that left are removed
     mine_store(store, "mining", ids[:100], emb[:100], labels[:100], hard_negatives=1)
     assert store.count("mining") == 100
@@ -205,8 +210,9 @@ def test_the_stage_writes_the_model_its_database_and_report(_trained):
     assert set(report["val"]) == {"head", "rkc"} and report["mining"] == "store"
     assert report["database_points"] == report["data"]["train"]["items"]
     assert report["store_rkc_agreement"] == 1.0  # RKC through the store = brute force
-    ids, labels, g = __import__("mmd.models.rgcl.train", fromlist=["read_database"]).read_database(
-        root / "data" / "models" / "rgcl" / "database.parquet")
+    from mmd.models.rgcl.train import read_database
+
+    ids, labels, g = read_database(root / "data" / "models" / "rgcl" / "database.parquet")
     assert len(ids) == len(labels) == len(g) == report["data"]["train"]["items"]
     assert {p.name for p in (root / "reports" / "rgcl").iterdir()} == {"history.png", "evaluation-val.png"}
 

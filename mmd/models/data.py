@@ -171,8 +171,7 @@ def training_rows(settings: Settings, synthetic: bool | None = None) -> tuple[di
 
 def load_training_data(settings: Settings, encoder=None, synthetic: bool | None = None) -> TrainData:
     """Assemble train/val/test with features (see the module docstring)."""
-    from mmd.embed import paths as embed_paths
-    from mmd.encoders import EmbeddingCache, build_encoder, embed_items
+    from mmd.encoders import build_encoder
 
     roles, report = training_rows(settings, synthetic)
     if encoder is None:
@@ -183,38 +182,45 @@ def load_training_data(settings: Settings, encoder=None, synthetic: bool | None 
             roles["train"] = [r for r in roles["train"] if not r.get("_synthetic")]
             report["synthetic_skipped"] = (f"{n} synthetic items: the {settings.params.embed.backend} encoder looks "
                                            "vectors up by item id and has none for them")
-    cache = None if encoder.keyed_by_id else EmbeddingCache.for_encoder(embed_paths(settings)["cache"], encoder, read_only=True)
-    ecfg = settings.params.embed
+    cache = _read_only_cache(settings, encoder)
     splits: dict[str, Split | None] = {}
+    report["missing_images"] = 0
     for role in ROLES:
-        part = roles[role]
-        if not part:
-            splits[role] = None
-            continue
-        res = embed_items(part, encoder, cache, settings.data_dir, ecfg.batch_size, ecfg.num_workers)
-        splits[role] = Split(
-            ids=res.ids, labels=np.array([int(r["label"]) for r in part], np.int64),
-            text=np.asarray(res.text, np.float32), image=np.asarray(res.image, np.float32),
-            has_image=np.asarray(res.has_image, bool), synthetic=np.array([bool(r.get("_synthetic")) for r in part]),
-            texts=[r.get("text") or "" for r in part], image_paths=[r.get("image_path") for r in part])
-        report.setdefault("missing_images", 0)
-        report["missing_images"] += len(res.missing_images)
+        splits[role], missing = _features(settings, roles[role], encoder, cache, settings.data_dir) \
+            if roles[role] else (None, 0)
+        report["missing_images"] += missing
     return TrainData(splits["train"], splits["val"], splits["test"], encoder.identity, encoder.text_dim,
                      encoder.image_dim, report)
+
+
+def _read_only_cache(settings: Settings, encoder):
+    """The embed stage's cache, read only (it is that stage's versioned output); None for an id-keyed encoder."""
+    from mmd.embed import paths as embed_paths
+    from mmd.encoders import EmbeddingCache
+
+    return None if encoder.keyed_by_id else EmbeddingCache.for_encoder(embed_paths(settings)["cache"], encoder,
+                                                                       read_only=True)
+
+
+def _features(settings: Settings, rows: list[dict], encoder, cache, data_dir: Path) -> tuple[Split, int]:
+    """Rows -> a Split with their text and image vectors (labels -1 where unknown), and how many
+    pictures could not be read (those items are text-only)."""
+    from mmd.encoders import embed_items
+
+    ecfg = settings.params.embed
+    res = embed_items(rows, encoder, cache, data_dir, ecfg.batch_size, ecfg.num_workers)
+    split = Split(res.ids, np.array([-1 if r.get("label") is None else int(r["label"]) for r in rows], np.int64),
+                  np.asarray(res.text, np.float32), np.asarray(res.image, np.float32),
+                  np.asarray(res.has_image, bool), np.array([bool(r.get("_synthetic")) for r in rows], bool),
+                  [r.get("text") or "" for r in rows], [r.get("image_path") for r in rows])
+    return split, len(res.missing_images)
 
 
 def item_features(settings: Settings, rows: list[dict], encoder=None, data_dir: Path | None = None) -> Split:
     """Features of arbitrary item rows (`id`, `text`, optional `image_path` relative to `data_dir`,
     the data folder by default), for prediction; labels are -1 where unknown."""
-    from mmd.embed import paths as embed_paths
-    from mmd.encoders import EmbeddingCache, build_encoder, embed_items
+    from mmd.encoders import build_encoder
 
     if encoder is None:
         encoder = build_encoder(settings.params.embed, settings.root)
-    cache = None if encoder.keyed_by_id else EmbeddingCache.for_encoder(embed_paths(settings)["cache"], encoder, read_only=True)
-    ecfg = settings.params.embed
-    res = embed_items(rows, encoder, cache, data_dir or settings.data_dir, ecfg.batch_size, ecfg.num_workers)
-    labels = np.array([-1 if r.get("label") is None else int(r["label"]) for r in rows], np.int64)
-    return Split(res.ids, labels, np.asarray(res.text, np.float32), np.asarray(res.image, np.float32),
-                 np.asarray(res.has_image, bool), np.zeros(len(rows), bool), [r.get("text") or "" for r in rows],
-                 [r.get("image_path") for r in rows])
+    return _features(settings, rows, encoder, _read_only_cache(settings, encoder), data_dir or settings.data_dir)[0]

@@ -84,58 +84,65 @@ def read_jsonl(path: Path) -> tuple[list[dict], list]:
     return rows, bad
 
 
-def _scorer(settings: Settings, model: str, encoder, model_dir: Path | None):
-    """(meta, variant, score(split, data_dir) -> calibrated P(label 1)) of a trained model."""
-    if model == "cmc":
-        from mmd.models.cmc.train import load_model, paths as cmc_paths, raw_inputs
-
-        predictor = load_model(Path(model_dir) if model_dir else cmc_paths(settings)["model"], encoder,
-                               settings.params.train.device)
-
-        def score(split, data_dir: Path) -> np.ndarray:
-            raw = raw_inputs(encoder, data_dir) if predictor.meta.get("finetuned") else None
-            return predictor.predict(split, raw)
-
-        return predictor.meta, predictor.meta["variant"], score
+def _scorer(settings: Settings, model: str, model_dir: Path | None):
+    """(meta, variant, score(rows, data_dir) -> (calibrated P(label 1), has_image)) of a trained model.
+    CMC and RGCL score the encoder's features; the LMM reads the texts and pictures itself."""
     if model == "lmm":
         from mmd.models.lmm.train import Items, load_lmm_detector, paths as lmm_paths
 
         detector = load_lmm_detector(Path(model_dir) if model_dir else lmm_paths(settings)["model"],
                                      root=settings.root)
 
-        def score(split, data_dir: Path) -> np.ndarray:
-            rows = [{"id": i, "text": t, "image_path": p, "label": None}
-                    for i, t, p in zip(split.ids, split.texts, split.image_paths)]
-            return np.asarray(detector.predict_items(Items.from_rows(rows, data_dir)), np.float32)
+        def score_lmm(rows: list[dict], data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+            items = Items.from_rows(rows, data_dir)
+            return (np.asarray(detector.predict_items(items), np.float32),
+                    np.array([p is not None for p in items.images], bool))
 
-        return detector.meta, detector.meta.get("recipe", "lmm"), score
-    from mmd.index import open_index
-    from mmd.models.rgcl.train import load_model, paths as rgcl_paths, sync_database
+        return detector.meta, detector.meta.get("recipe", "lmm"), score_lmm
 
-    predictor = load_model(Path(model_dir) if model_dir else rgcl_paths(settings)["model"], encoder)
-    how = predictor.cfg.predict_with
+    from mmd.encoders import build_encoder
+    from mmd.models.data import item_features
 
-    def score(split, data_dir: Path) -> np.ndarray:
-        if how == "head":
-            return predictor.head_scores(split)
-        with open_index(settings) as store:
-            sync_database(settings, predictor, store, encoder)  # a wiped store comes back from the files
-            return predictor.rkc(store, split)
+    encoder = build_encoder(settings.params.embed, settings.root)
+    if model == "cmc":
+        from mmd.models.cmc.train import load_model, paths as cmc_paths, raw_inputs
 
-    return predictor.meta, how, score
+        predictor = load_model(Path(model_dir) if model_dir else cmc_paths(settings)["model"], encoder,
+                               settings.params.train.device)
+
+        def predict(split, data_dir: Path) -> np.ndarray:
+            return predictor.predict(split, raw_inputs(encoder, data_dir) if predictor.meta.get("finetuned") else None)
+
+        meta, variant = predictor.meta, predictor.meta["variant"]
+    else:
+        from mmd.index import open_index
+        from mmd.models.rgcl.train import load_model, paths as rgcl_paths, sync_database
+
+        rgcl = load_model(Path(model_dir) if model_dir else rgcl_paths(settings)["model"], encoder)
+        meta, variant = rgcl.meta, rgcl.cfg.predict_with
+
+        def predict(split, data_dir: Path) -> np.ndarray:
+            if variant == "head":
+                return rgcl.head_scores(split)
+            with open_index(settings) as store:
+                sync_database(settings, rgcl, store, encoder)  # a wiped store comes back from the files
+                return rgcl.rkc(store, split)
+
+    def score(rows: list[dict], data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+        split = item_features(settings, rows, encoder, data_dir=data_dir)
+        return predict(split, data_dir), split.has_image
+
+    return meta, variant, score
 
 
 def run_predict(settings: Settings, model: str = "cmc", input: Path | None = None, output: Path | None = None,
                 model_dir: Path | None = None) -> PredictReport:
     from mmd.embed import paths as embed_paths
-    from mmd.encoders import build_encoder
     from mmd.evaluate.metrics import classification_metrics
-    from mmd.models.data import item_features
 
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
-    encoder = build_encoder(settings.params.embed, settings.root)
-    meta, variant, score = _scorer(settings, model, encoder, model_dir)
+    meta, variant, score = _scorer(settings, model, model_dir)
     bad: list = []
     if input is None or Path(input).suffix == ".parquet":
         src = Path(input) if input else embed_paths(settings)["input"]
@@ -151,21 +158,21 @@ def run_predict(settings: Settings, model: str = "cmc", input: Path | None = Non
     out_path = Path(output) if output else settings.data_dir / "predictions" / f"{model}.parquet"
     if bad:
         append_records(out_path.parent / "quarantine.parquet", bad)
-    split = item_features(settings, rows, encoder, data_dir=data_dir)
-    scores = score(split, data_dir) if len(rows) else np.zeros(0, np.float32)
+    scores, has_image = score(rows, data_dir) if rows else (np.zeros(0, np.float32), np.zeros(0, bool))
     pred = (scores >= 0.5).astype(np.int8)
     now = now_iso()
     table = pa.Table.from_pylist([
         {"id": r["id"], "score": float(s), "predicted": int(p), "label": r.get("label"), "has_image": bool(h),
          "text": (r.get("text") or "")[:500], "image_path": r.get("image_path"), "model": model,
          "variant": variant, "model_trained_at": meta.get("trained_at"), "predicted_at": now}
-        for r, s, p, h in zip(rows, scores, pred, split.has_image)], schema=OUTPUT_SCHEMA)
+        for r, s, p, h in zip(rows, scores, pred, has_image)], schema=OUTPUT_SCHEMA)
     write_table(table, out_path)
-    known = split.labels >= 0
+    labels = np.array([-1 if r.get("label") is None else int(r["label"]) for r in rows], np.int64)
+    known = labels >= 0
     metrics = None
     if known.any():
-        metrics = classification_metrics(split.labels[known], scores[known],
+        metrics = classification_metrics(labels[known], scores[known],
                                          meta.get("label_names", settings.params.train.label_names))
-    missing = int(sum(1 for r, h in zip(rows, split.has_image) if r.get("image_path") and not h))
+    missing = int(sum(1 for r, h in zip(rows, has_image) if r.get("image_path") and not h))
     return PredictReport(model, variant, len(rows), len(bad), missing, int(pred.sum()),
                          float(scores.mean()) if len(scores) else 0.0, out_path, metrics)

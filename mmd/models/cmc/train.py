@@ -15,7 +15,6 @@ metrics.json, and plots (history.png, evaluation-val.png, evaluation-test.png).
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,9 @@ from mmd.items import now_iso
 from mmd.models.cmc.config import VARIANTS, CMCConfig, Variant
 from mmd.models.cmc.loss import CrossModalDistillation
 from mmd.models.cmc.model import CMCModel
+from mmd.encoders.base import select_device
 from mmd.models.data import ModelMismatch, Split, TrainData
+from mmd.models.io import read_model_config, save_weights
 from mmd.util import write_json
 
 MODEL_NAME = "cmc"
@@ -48,12 +49,6 @@ def paths(settings: Settings) -> dict[str, Path]:
         "ablation_table": settings.reports_dir / "cmc-ablation.md",
         "predictions": settings.data_dir / "predictions" / f"{MODEL_NAME}.parquet",
     }
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -137,6 +132,7 @@ class Trained:
     metrics: dict
     seconds: float
     stopped: dict = field(default_factory=dict)  # stage -> best epoch
+    scores: dict = field(default_factory=dict)   # role -> calibrated P(label 1) of its items
 
 
 class _Fit:
@@ -316,30 +312,24 @@ def train_variant(data: TrainData, cfg: CMCConfig, train_cfg: TrainConfig, varia
     model.eval()
     val_logits = predict_logits(model, val)
     temperature = fit_temperature(val_logits, data.val.labels) if cfg.calibrate else 1.0
-    metrics = {"val": classification_metrics(data.val.labels, probabilities(val_logits, temperature),
-                                             train_cfg.label_names)}
+    scores = {"val": probabilities(val_logits, temperature)}
     if data.test is not None:
-        test_logits = predict_logits(model, Inputs(data.test, device, raw))
-        metrics["test"] = classification_metrics(data.test.labels, probabilities(test_logits, temperature),
-                                                 train_cfg.label_names)
+        scores["test"] = probabilities(predict_logits(model, Inputs(data.test, device, raw)), temperature)
+    metrics = {role: classification_metrics(getattr(data, role).labels, p, train_cfg.label_names)
+               for role, p in scores.items()}
     if log:
         scored = metrics.get("test", metrics["val"])
         log(f"{name} seed {seed}: acc {scored['accuracy']:.3f} macro-F1 {scored['macro_f1']:.3f} "
             f"AUROC {scored['auroc'] if scored['auroc'] is None else round(scored['auroc'], 3)} "
             f"({time.perf_counter() - started:.0f}s, epochs {stopped})")
-    return Trained(model.cpu(), name, temperature, history, metrics, time.perf_counter() - started, stopped)
+    return Trained(model.cpu(), name, temperature, history, metrics, time.perf_counter() - started, stopped, scores)
 
 
 # --------------------------------------------------------------------------- saving and loading
 def save_model(folder: Path, trained: Trained, cfg: CMCConfig, data: TrainData, train_cfg: TrainConfig,
                finetuned: bool = False) -> Path:
-    from safetensors.torch import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in trained.model.state_dict().items()}
-    tmp = folder / "model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"model": MODEL_NAME, "variant": trained.variant})
-    tmp.replace(folder / "model.safetensors")
+    save_weights(folder / "model.safetensors", trained.model, {"model": MODEL_NAME, "variant": trained.variant})
     meta = {
         "model": MODEL_NAME,
         "variant": trained.variant,
@@ -384,15 +374,7 @@ def load_model(folder: Path, encoder=None, device: str = "auto") -> Predictor:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    cfg_path, weights = folder / "config.json", folder / "model.safetensors"
-    if not cfg_path.exists() or not weights.exists():
-        raise FileNotFoundError(f"no CMC model in {folder}: run `mmd train --model cmc` first")
-    meta = json.loads(cfg_path.read_text())
-    if meta.get("model") != MODEL_NAME:
-        raise ModelMismatch(f"{folder} holds a {meta.get('model')!r} model, not {MODEL_NAME!r}")
-    if encoder is not None and encoder.identity != meta["encoder"]:
-        raise ModelMismatch(f"the model was trained on {meta['encoder']} features, but embed is configured for "
-                            f"{encoder.identity}: retrain, or set embed back")
+    meta = read_model_config(folder, MODEL_NAME, encoder=encoder)
     cfg = CMCConfig.model_validate(meta["cmc"])
     backbones = None
     if meta.get("finetuned"):
@@ -400,7 +382,7 @@ def load_model(folder: Path, encoder=None, device: str = "auto") -> Predictor:
             raise ModelMismatch("a fine-tuned CMC model needs its encoder to rebuild the backbones")
         backbones = encoder.trainable_backbones()
     model = build_model(cfg, VARIANTS[meta["variant"]], meta["text_dim"], meta["image_dim"], backbones)
-    model.load_state_dict(load_file(str(weights)), strict=True)
+    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
     dev = select_device(device)
     return Predictor(model.to(dev).eval(), meta, dev)
 
@@ -431,13 +413,9 @@ def run_train_cmc(settings: Settings, variant: str | None = None, log: Callable[
     trained = train_variant(data, cfg, tcfg, variant, backbones=backbones, raw=raw, log=log)
     save_model(p["model"], trained, cfg, data, tcfg, finetuned=cfg.finetune.enabled)
     plots = {"history": str(plot_history(trained.history, p["plots"] / "history.png", f"CMC ({trained.variant})"))}
-    final = Predictor(trained.model, {"temperature": trained.temperature}, torch.device("cpu"))
-    for role in ("val", "test"):
-        split = getattr(data, role)
-        if split is not None:
-            y_p = final.predict(split, raw)
-            plots[role] = str(plot_evaluation(split.labels, y_p, p["plots"] / f"evaluation-{role}.png",
-                                              f"CMC ({trained.variant}), {role}"))
+    for role, y_p in trained.scores.items():
+        plots[role] = str(plot_evaluation(getattr(data, role).labels, y_p, p["plots"] / f"evaluation-{role}.png",
+                                          f"CMC ({trained.variant}), {role}"))
     report = {"trained_at": now_iso(), "model": MODEL_NAME, "variant": trained.variant, "seconds": round(trained.seconds, 2),
               "temperature": trained.temperature, "best_epochs": trained.stopped, "data": data.summary(),
               **trained.metrics, "plots": plots, "model_dir": str(p["model"])}

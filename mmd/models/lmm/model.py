@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mmd.encoders.base import select_device
 from mmd.models.lmm.config import HeadParams, LMMConfig, LoRAParams
 
 IGNORE = -100
@@ -43,13 +44,6 @@ class LMMUnavailable(RuntimeError):
 
 
 # --------------------------------------------------------------------------- devices and dtypes
-def select_device(name: str) -> torch.device:
-    """`auto`: the GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """`auto`: bfloat16 on CUDA, float32 elsewhere."""
     if name == "auto":

@@ -482,14 +482,10 @@ def load_lmm_detector(folder: Path, base: tuple[nn.Module, Any] | None = None, d
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    folder = Path(folder)
-    if not (folder / "config.json").exists() or not (folder / "adapter_config.json").exists():
-        raise FileNotFoundError(f"no LMM detector in {folder}: run `mmd train --model lmm` first")
-    meta = json.loads((folder / "config.json").read_text())
-    if meta.get("model") != MODEL_NAME:
-        from mmd.models.data import ModelMismatch
+    from mmd.models.io import read_model_config
 
-        raise ModelMismatch(f"{folder} holds a {meta.get('model')!r} model, not {MODEL_NAME!r}")
+    folder = Path(folder)
+    meta = read_model_config(folder, MODEL_NAME, required=("adapter_config.json",))
     cfg = LMMConfig.model_validate(meta["lmm"])
     if device is not None:
         cfg = cfg.model_copy(update={"device": device})

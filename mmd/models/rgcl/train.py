@@ -19,7 +19,6 @@ A saved model is a folder: model.safetensors, config.json, metrics.json, databas
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,7 +35,9 @@ from torch.nn import functional as F
 from mmd.config import Settings, TrainConfig
 from mmd.evaluate.metrics import classification_metrics, fit_temperature, plot_evaluation, plot_history
 from mmd.items import now_iso, read_table, sha256_hex, write_table
-from mmd.models.data import ModelMismatch, Split, TrainData
+from mmd.encoders.base import select_device
+from mmd.models.data import Split, TrainData
+from mmd.models.io import read_model_config, save_weights
 from mmd.models.rgcl.config import RGCLConfig
 from mmd.models.rgcl.knn import Mined, mine_exact, mine_store, rkc_from_hits, rkc_scores
 from mmd.models.rgcl.loss import rgcl_loss
@@ -60,10 +61,6 @@ def paths(settings: Settings) -> dict[str, Path]:
         "label_images": settings.data_dir / "labels" / "images",
         "predictions": settings.data_dir / "predictions" / f"{MODEL_NAME}.parquet",
     }
-
-
-def select_device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 
 # --------------------------------------------------------------------------- the generic loop
@@ -107,9 +104,10 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
     best_state = copy.deepcopy(head.state_dict())
     n = len(train_labels)
     mined: Mined | None = None
+    g_train: np.ndarray | None = None  # the training embeddings under the current weights, when known
     for epoch in range(1, cfg.epochs + 1):
         if mined is None or (epoch - 1) % cfg.refresh_every == 0:
-            g_all, _ = embed_all(head, train_inputs)
+            g_all = g_train if g_train is not None else embed_all(head, train_inputs)[0]
             t = time.perf_counter()
             mined = miner(g_all, y_np)
             mining_s = time.perf_counter() - t
@@ -137,6 +135,7 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
             opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
+        g_train = None  # the weights moved
         val_g, val_logit = embed_all(head, val_inputs)
         val_bce = float(F.binary_cross_entropy_with_logits(torch.as_tensor(val_logit), val_labels.float().cpu()))
         record = {"stage": "rgcl", "epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_bce,
@@ -145,7 +144,7 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
         if cfg.early_stop == "rkc":
             from mmd.evaluate.metrics import auroc
 
-            g_train, _ = embed_all(head, train_inputs)
+            g_train, _ = embed_all(head, train_inputs)  # reused by the next refresh
             found = auroc(val_labels.cpu().numpy(), rkc_scores(val_g, g_train, y_np, cfg.rkc.k, cfg.rkc.weighting))
             record["val_rkc_auroc"] = found
             val = 1.0 - (found if found is not None else 0.5)
@@ -188,6 +187,7 @@ class Trained:
     temperature: float
     train_g: np.ndarray
     metrics: dict
+    rkc: dict  # role -> RKC scores of its items against the training embeddings
 
 
 def train_rgcl(data: TrainData, cfg: RGCLConfig, train_cfg: TrainConfig, seed: int | None = None,
@@ -205,23 +205,21 @@ def train_rgcl(data: TrainData, cfg: RGCLConfig, train_cfg: TrainConfig, seed: i
     val_g, val_logit = embed_all(head, va)
     temperature = binary_temperature(val_logit, data.val.labels)
     metrics: dict = {}
+    rkc: dict = {}
     for role in ("val", "test"):
         split = getattr(data, role)
         if split is None:
             continue
         g, logit = (val_g, val_logit) if role == "val" else embed_all(head, tensors(split, device))
+        rkc[role] = rkc_scores(g, train_g, data.train.labels, cfg.rkc.k, cfg.rkc.weighting)
         metrics[role] = {
             "head": classification_metrics(split.labels, sigmoid(logit, temperature), train_cfg.label_names),
-            "rkc": classification_metrics(split.labels, rkc_scores(g, train_g, data.train.labels, cfg.rkc.k,
-                                                                   cfg.rkc.weighting), train_cfg.label_names),
+            "rkc": classification_metrics(split.labels, rkc[role], train_cfg.label_names),
         }
-    return Trained(head.cpu(), fit, temperature, train_g, metrics)
+    return Trained(head.cpu(), fit, temperature, train_g, metrics, rkc)
 
 
 # --------------------------------------------------------------------------- saving, loading, the database
-DB_SCHEMA_META = {"model": MODEL_NAME}
-
-
 def write_database(path: Path, ids: Sequence[str], labels: np.ndarray, g: np.ndarray) -> None:
     dim = g.shape[1]
     flat = pa.array(np.asarray(g, np.float32).reshape(-1), type=pa.float32())
@@ -239,12 +237,8 @@ def read_database(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def save_model(folder: Path, trained: Trained, cfg: RGCLConfig, data: TrainData, train_cfg: TrainConfig) -> Path:
-    from safetensors.torch import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in trained.head.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors.tmp"), metadata={"model": MODEL_NAME})
-    (folder / "model.safetensors.tmp").replace(folder / "model.safetensors")
+    save_weights(folder / "model.safetensors", trained.head, {"model": MODEL_NAME})
     write_database(folder / "database.parquet", data.train.ids, data.train.labels, trained.train_g)
     write_json(folder / "config.json", {
         "model": MODEL_NAME, "encoder": data.encoder, "text_dim": data.text_dim, "image_dim": data.image_dim,
@@ -288,14 +282,7 @@ def load_model(folder: Path, encoder=None) -> Predictor:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    if not (folder / "config.json").exists() or not (folder / "model.safetensors").exists():
-        raise FileNotFoundError(f"no RGCL model in {folder}: run `mmd train --model rgcl` first")
-    meta = json.loads((folder / "config.json").read_text())
-    if meta.get("model") != MODEL_NAME:
-        raise ModelMismatch(f"{folder} holds a {meta.get('model')!r} model, not {MODEL_NAME!r}")
-    if encoder is not None and encoder.identity != meta["encoder"]:
-        raise ModelMismatch(f"the model was trained on {meta['encoder']} features, but embed is configured for "
-                            f"{encoder.identity}: retrain, or set embed back")
+    meta = read_model_config(folder, MODEL_NAME, encoder=encoder)
     head = RGCLHead(meta["text_dim"], meta["image_dim"], RGCLConfig.model_validate(meta["rgcl"]))
     head.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
     return Predictor(head.eval(), meta, folder)
@@ -354,21 +341,11 @@ def run_train_rgcl(settings: Settings, log: Callable[[str], None] | None = None)
         predictor = load_model(p["model"], encoder)
         synced = sync_database(settings, predictor, store, encoder)
         # RKC through the store equals the brute-force figure computed in training
-        if data.val is not None and len(data.val):
-            store_rkc = predictor.rkc(store, data.val)
-            brute = rkc_scores(predictor.embed(data.val)[0], trained.train_g, data.train.labels, cfg.rkc.k,
-                               cfg.rkc.weighting)
-            agreement = float(np.mean(np.abs(store_rkc - brute) < 1e-4))
-        else:
-            agreement = None
+        agreement = float(np.mean(np.abs(predictor.rkc(store, data.val) - trained.rkc["val"]) < 1e-4))
     plots = {"history": str(plot_history(trained.fit.history, p["plots"] / "history.png", "RGCL"))}
-    for role in ("val", "test"):
-        split = getattr(data, role)
-        if split is not None:
-            scores = rkc_scores(predictor.embed(split)[0], trained.train_g, data.train.labels, cfg.rkc.k,
-                                cfg.rkc.weighting)
-            plots[role] = str(plot_evaluation(split.labels, scores, p["plots"] / f"evaluation-{role}.png",
-                                              f"RGCL (RKC), {role}"))
+    for role, scores in trained.rkc.items():
+        plots[role] = str(plot_evaluation(getattr(data, role).labels, scores, p["plots"] / f"evaluation-{role}.png",
+                                          f"RGCL (RKC), {role}"))
     report = {"trained_at": now_iso(), "model": MODEL_NAME, "seconds": round(time.perf_counter() - started, 2),
               "best_epoch": trained.fit.best_epoch, "epochs_run": len(trained.fit.history),
               "mining": cfg.mining, "mining_seconds": round(sum(h["mining_s"] for h in trained.fit.history), 3),
