@@ -295,6 +295,132 @@ def predict(
     console.print(f"scores: {r.output}")
 
 
+@app.command()
+def evaluate(params: Path = ParamsOpt) -> None:
+    """Score the newly trained detectors (the challengers) on the fixed holdout, with confidence intervals."""
+    from mmd.encoders import EncoderUnavailable
+    from mmd.evaluate.evaluate import paths as eval_paths, run_evaluate
+    from mmd.store import StoreError
+
+    settings = _settings(params)
+    with _exits_on(EncoderUnavailable, StoreError, FileNotFoundError, ValueError):
+        report = run_evaluate(settings)
+    t = Table(title=f"evaluate: holdout of {report['holdout']['items']} items")
+    for col in ("model", "items", "accuracy", "macro-F1", "AUROC", "95% CI macro-F1"):
+        t.add_column(col, justify="right")
+    for family, r in report["families"].items():
+        m = r.get("holdout")
+        if not m:
+            t.add_row(family, "-", "-", "-", "-", r.get("skipped") or r.get("note", ""))
+            continue
+        ci = (m.get("ci") or {}).get("macro_f1")
+        t.add_row(family, str(m["n"]), f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}",
+                  "-" if m["auroc"] is None else f"{m['auroc']:.3f}", f"{ci[0]:.3f} to {ci[1]:.3f}" if ci else "-")
+    console.print(t)
+    console.print(f"metrics: {eval_paths(settings)['report']}")
+
+
+def _decision_table(report: dict) -> Table:
+    t = Table(title="gate")
+    for col in ("model", "decision", "action", "champion", "reasons"):
+        t.add_column(col)
+    for family, d in report["families"].items():
+        t.add_row(family, d["status"], d["action"], "-" if d.get("champion_after") is None else f"v{d['champion_after']}",
+                  "\n".join(d.get("reasons", [])))
+    return t
+
+
+@app.command()
+def gate(params: Path = ParamsOpt) -> None:
+    """Champion against challenger and drift; promote or hold; write the moderators' report."""
+    from mmd.encoders import EncoderUnavailable
+    from mmd.registry import RegistryError
+    from mmd.store import StoreError
+
+    from mmd.gate import run_gate
+
+    settings = _settings(params)
+    with _exits_on(EncoderUnavailable, StoreError, RegistryError, FileNotFoundError, ValueError):
+        report = run_gate(settings)
+    console.print(_decision_table(report))
+    console.print(f"report: {report['report_html']}")
+
+
+def _registry(params: Path):
+    from mmd.registry import Registry, registry_root
+
+    return Registry(registry_root(_settings(params)))
+
+
+@app.command()
+def models(
+    params: Path = ParamsOpt,
+    family: Optional[str] = typer.Argument(None, help="cmc, rgcl or lmm (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The registry: versions, the champion, and the history (when, what, why)."""
+    from mmd.registry import RegistryError
+
+    reg = _registry(params)
+    with _exits_on(RegistryError):
+        families = [family] if family else reg.families()
+        history = reg.history(family)
+        if as_json:
+            print(json.dumps({"champions": {f: (c.number if (c := reg.champion(f)) else None) for f in families},
+                              "versions": {f: [v.to_dict() for v in reg.versions(f)] for f in families},
+                              "history": history}, indent=2, default=str))
+            return
+        t = Table(title="models")
+        for col in ("model", "version", "created", "trained", "holdout macro-F1", "champion"):
+            t.add_column(col)
+        for f in families:
+            champion = reg.champion(f)
+            for v in reg.versions(f):
+                m = (v.metrics or {}).get("holdout") or {}
+                t.add_row(f, f"v{v.number}", v.created_at, str(v.lineage.get("trained_at")),
+                          "-" if not m else f"{m['macro_f1']:.3f}", "yes" if champion and champion.number == v.number else "")
+        console.print(t)
+        h = Table(title="history")
+        for col in ("when", "model", "event", "version", "from", "by", "why"):
+            h.add_column(col)
+        for e in history:
+            h.add_row(e["at"], e["family"], e["event"], str(e.get("version") or "-"), str(e.get("from_version") or "-"),
+                      str(e.get("by") or ""), e.get("reason") or "")
+        console.print(h)
+
+
+@app.command()
+def promote(
+    family: str = typer.Argument(..., help="cmc, rgcl or lmm."),
+    version: int = typer.Option(..., "--version", "-v", help="The registered version to put in service."),
+    reason: str = typer.Option(..., "--reason", help="Why: it is kept in the history."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Put a registered version in service by hand (the gate's decision is overridden; the history says so)."""
+    from mmd.registry import RegistryError
+
+    reg = _registry(params)
+    with _exits_on(RegistryError):
+        v = reg.promote(family, version, reason, by=f"cli:{os.environ.get('USER', 'unknown')}")
+    console.print(f"{family}: v{v.number} is the champion ({v.path})")
+
+
+@app.command()
+def rollback(
+    family: str = typer.Argument(..., help="cmc, rgcl or lmm."),
+    to: Optional[int] = typer.Option(None, "--to", help="A version number (default: the previous champion)."),
+    reason: str = typer.Option("", "--reason", help="Why: it is kept in the history."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Put the previous champion (or --to VERSION) back in service."""
+    from mmd.registry import RegistryError
+
+    reg = _registry(params)
+    with _exits_on(RegistryError):
+        v = reg.rollback(family, to, reason or "rolled back by hand", by=f"cli:{os.environ.get('USER', 'unknown')}")
+    console.print(f"{family}: back to v{v.number} ({v.path})")
+
+
 label_app = typer.Typer(help="Labels from moderators: they join the RGCL retrieval database at once.")
 app.add_typer(label_app, name="label")
 
@@ -372,7 +498,7 @@ def demo(
     fresh: bool = typer.Option(False, "--fresh", help="Regenerate the demo inbox even if it is there."),
 ) -> None:
     """The main job on the embedded defaults: demo data in the inbox, then ingest, validate, embed, index,
-    synthesize, select, and train CMC and RGCL."""
+    synthesize, select, train CMC and RGCL, evaluate, and gate (promote or hold, the moderators' report)."""
     from mmd.demo import generate
     from mmd.ingest import run_ingest
     from mmd.validate import ValidationFailed, run_validate
@@ -417,6 +543,12 @@ def demo(
     console.print(f"trained rgcl in {rgcl['seconds']:.0f}s: RKC accuracy {m['accuracy']:.3f}, macro-F1 "
                   f"{m['macro_f1']:.3f} on {m['n']} held-out items; its retrieval database holds "
                   f"{rgcl['data']['train']['items']} items")
+    from mmd.evaluate.evaluate import paths as eval_paths, run_evaluate
+    from mmd.gate import paths as gate_paths, run_gate
+
+    run_evaluate(settings)
+    gated = run_gate(settings)
+    console.print(_decision_table(gated))
     out = Table(title="outputs", show_header=False)
     out.add_column("what")
     out.add_column("where")
@@ -435,6 +567,10 @@ def demo(
     out.add_row("CMC metrics and plots", f"{cmc_paths(settings)['report']}, {cmc_paths(settings)['plots']}/")
     out.add_row("RGCL model", str(rgcl_paths(settings)["model"]))
     out.add_row("RGCL metrics and plots", f"{rgcl_paths(settings)['report']}, {rgcl_paths(settings)['plots']}/")
+    out.add_row("holdout evaluation", f"{eval_paths(settings)['report']}, {eval_paths(settings)['plots']}/")
+    out.add_row("gate decisions, drift", f"{gate_paths(settings)['report']}, {gate_paths(settings)['drift']}/")
+    out.add_row("model registry", str(gate_paths(settings)["registry"]))
+    out.add_row("moderators' report", str(gate_paths(settings)["cycle"]))
     console.print(out)
     console.print(f'try: .venv/bin/mmd search "wake up sheeple" -k 5{"" if params == Path("params.yaml") else f" --params {params}"}')
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mmd.evaluate.gates import GateConfig
 from mmd.models.cmc.config import CMCConfig
 from mmd.models.lmm.config import LMMConfig
 from mmd.models.rgcl.config import RGCLConfig
@@ -345,10 +346,24 @@ class TrainConfig(_Strict):
     # (items sharing a picture stay on one side), by group (event) or by item
     val_fraction: float = Field(0.15, gt=0, lt=1)
     val_group_by: Literal["image", "group", "id"] = "image"
+    # labelled items with no split of their own: this share, carved like val (by picture) with a
+    # fixed salt, is the evaluation holdout; no detector trains on it, in any cycle
+    holdout_fraction: float = Field(0.2, ge=0, lt=1)
     synthetic: bool = True            # add the selected synthetic set (data/selected) to training
     label_names: tuple[str, str] = ("real", "fake")  # label 0, label 1 in metrics and tables
     seed: int = 0
     device: str = "auto"              # auto: a GPU when there is one
+
+
+# --------------------------------------------------------------------------- evaluate
+class EvaluateConfig(_Strict):
+    """Scoring the challengers on the fixed holdout (the evaluate stage)."""
+
+    families: tuple[Literal["cmc", "rgcl", "lmm"], ...] = ("cmc", "rgcl")
+    bootstrap: int = Field(1000, ge=0)          # resamples for the confidence intervals (0: none)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+    histogram_bins: int = Field(20, ge=2)
 
 
 # --------------------------------------------------------------------------- demo
@@ -373,6 +388,8 @@ class Params(_Strict):
     cmc: CMCConfig = CMCConfig()
     rgcl: RGCLConfig = RGCLConfig()
     lmm: LMMConfig = LMMConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    gate: GateConfig = GateConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -96,18 +96,18 @@ def _fill(template: str, rng: random.Random) -> str:
     return template.format(topic=rng.choice(TOPICS), place=rng.choice(PLACES))
 
 
-def write_memes(folder: Path, n: int, rng: random.Random) -> int:
-    """`train.jsonl` + `val.jsonl` + `images/`, in the generic meme form; returns broken records."""
+def write_memes(folder: Path, n: int, rng: random.Random, tag: str = "") -> int:
+    """`train.jsonl` + `val.jsonl` + `test.jsonl` + `images/`, in the generic meme form; returns broken records."""
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
-    splits = {"train": [], "val": []}
+    splits = {"train": [], "val": [], "test": []}
     for i in range(n):
         harmful = rng.random() < 0.4
         text = "[DEMO] " + _fill(rng.choice(HARMFUL if harmful else BENIGN), rng)
-        name = f"demo_meme_{i:04d}.jpg"
+        name = f"demo{tag}_meme_{i:04d}.jpg"
         (images / name).write_bytes(render_meme(text, rng))
-        record = {"id": f"demo_meme_{i:04d}", "image": name, "text": text, "label": "1" if harmful else "0"}
-        splits["val" if i % 5 == 4 else "train"].append(json.dumps(record))
+        record = {"id": f"demo{tag}_meme_{i:04d}", "image": name, "text": text, "label": "1" if harmful else "0"}
+        splits["val" if i % 5 == 4 else "test" if i % 5 == 3 else "train"].append(json.dumps(record))
     # broken on purpose: a truncated image, a label outside the set, a line that is not JSON
     (images / "demo_broken.jpg").write_bytes(render_meme("[DEMO] truncated", rng)[:300])
     splits["train"] += [
@@ -122,7 +122,7 @@ def write_memes(folder: Path, n: int, rng: random.Random) -> int:
     return 4
 
 
-def _claimreview(i: int, rng: random.Random) -> dict:
+def _claimreview(i: int, rng: random.Random, tag: str = "") -> dict:
     roll = rng.random()
     if i % 13 == 12:  # wording no ratings table knows: stays unlabeled, and is counted
         claim, rating = _fill(rng.choice(FALSE_CLAIMS), rng), rng.choice(UNKNOWN_RATINGS)
@@ -135,7 +135,7 @@ def _claimreview(i: int, rng: random.Random) -> dict:
         "@context": "https://schema.org",
         "@type": "ClaimReview",
         "datePublished": f"2026-10-{day:02d}",
-        "url": f"https://factcheck.demo.invalid/2026/10/claim-{i:04d}",
+        "url": f"https://factcheck.demo.invalid/2026/10/claim{tag}-{i:04d}",
         "author": {"@type": "Organization", "name": "Demo Fact Desk"},
         "claimReviewed": f"[DEMO] {claim}",
         "inLanguage": "en",
@@ -144,9 +144,9 @@ def _claimreview(i: int, rng: random.Random) -> dict:
     }
 
 
-def write_claims(folder: Path, n: int, rng: random.Random) -> int:
+def write_claims(folder: Path, n: int, rng: random.Random, tag: str = "") -> int:
     folder.mkdir(parents=True, exist_ok=True)
-    reviews = [_claimreview(i, rng) for i in range(n)]
+    reviews = [_claimreview(i, rng, tag) for i in range(n)]
     third = max(1, n // 3)
     (folder / "claims_list.jsonld").write_text(json.dumps(reviews[:third], indent=1), encoding="utf-8")
     graph = {"@context": "https://schema.org", "@graph": reviews[third : 2 * third]}
@@ -155,13 +155,13 @@ def write_claims(folder: Path, n: int, rng: random.Random) -> int:
     page = f"<!doctype html><html><head><title>[DEMO] fact checks</title>{scripts}</head><body><p>Demo page</p></body></html>"
     (folder / "claims_page.html").write_text(page, encoding="utf-8")
     # broken on purpose: a ClaimReview without its rating
-    bad = dict(_claimreview(n, rng))
+    bad = dict(_claimreview(n, rng, tag))
     bad.pop("reviewRating")
     (folder / "claims_missing_rating.json").write_text(json.dumps(bad), encoding="utf-8")
     return 1
 
 
-def write_posts(folder: Path, n: int, rng: random.Random) -> int:
+def write_posts(folder: Path, n: int, rng: random.Random, first_id: int = 900000) -> int:
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
     events = ["riverflood", "cityfire", "stormsurge", "bridgecollapse"]
@@ -174,19 +174,21 @@ def write_posts(folder: Path, n: int, rng: random.Random) -> int:
         kind = "fake" if fake else "real"
         image = f"{ev}_{kind}_1" if i % 4 else f"{ev}_{kind}_9"  # every 4th names an image that is absent
         text = f"[DEMO] {'Unbelievable' if fake else 'Update'}: {ev} near {rng.choice(PLACES)} #{ev}"
-        rows.append(f"{900000 + i}\t{text}\t{1000 + i}\t{image}\tdemo_user_{i % 7}\tMon Oct {1 + i % 28:02d} 12:00:00 +0000 2026\t{kind}")
+        rows.append(f"{first_id + i}\t{text}\t{1000 + i}\t{image}\tdemo_user_{i % 7}\tMon Oct {1 + i % 28:02d} 12:00:00 +0000 2026\t{kind}")
     rows.append("999999\t[DEMO] a row with too few columns\tfake")  # broken on purpose
     (folder / "posts.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return 1
 
 
-def generate(inbox: Path, cfg: DemoConfig) -> DemoCorpus:
-    """Fill `inbox/demo/` deterministically for a seed; an existing demo folder is rewritten."""
-    rng = random.Random(cfg.seed)
-    root = inbox / "demo"
-    broken = write_memes(root / "memes", cfg.memes, rng)
-    broken += write_claims(root / "claims", cfg.claims, rng)
-    broken += write_posts(root / "posts", cfg.posts, rng)
+def generate(inbox: Path, cfg: DemoConfig, batch: int = 0) -> DemoCorpus:
+    """Fill `inbox/demo/` deterministically for a seed; an existing demo folder is rewritten.
+    `batch` N > 0 writes a later batch of new items (new ids, the same mix) to `inbox/demo-batchN/`."""
+    rng = random.Random(cfg.seed + 1000 * batch)
+    root = inbox / ("demo" if batch == 0 else f"demo-batch{batch}")
+    tag = "" if batch == 0 else f"b{batch}"
+    broken = write_memes(root / "memes", cfg.memes, rng, tag)
+    broken += write_claims(root / "claims", cfg.claims, rng, tag)
+    broken += write_posts(root / "posts", cfg.posts, rng, 900000 + 10000 * batch)
     (root / "README.md").write_text(
         "Synthetic demo data written by `mmd demo`. Every record is made up and marked [DEMO].\n", encoding="utf-8"
     )

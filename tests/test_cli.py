@@ -85,6 +85,15 @@ def test_demo_runs_and_prints_summary_and_outputs(demo_run):
     assert row(out, "RGCL model") == ["RGCL model", str(root / "data" / "models" / "rgcl")]
     rgcl = json.loads((root / "reports" / "train_rgcl.json").read_text())
     assert rgcl["database_points"] == rgcl["data"]["train"]["items"] and "trained rgcl" in out
+    # then evaluate and gate: a decision per family, the registry and the moderators' report
+    gated = json.loads((root / "reports" / "gate.json").read_text())
+    for family in ("cmc", "rgcl"):
+        d = gated["families"][family]
+        assert d["status"] in ("passed", "failed", "could_not_run") and d["reasons"]
+        assert row(out, family)[:3] == [family, d["status"], d["action"]]
+    for what, path in (("moderators' report", root / "reports" / "cycle.html"),
+                       ("model registry", root / "data" / "registry")):
+        assert row(out, what) == [what, str(path)] and path.exists()
 
 
 def test_select_and_synthesize_from_the_command_line(demo_run):
@@ -112,7 +121,7 @@ def test_status_json_gives_counts_watermark_and_reasons(demo_run):
     assert (src["name"], src["type"], src["enabled"], src["items"]) == ("inbox", "inbox", True, 134)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", src["last_run"])
     # 2 meme jsonl, 4 ClaimReview files, 1 tsv (the README is ignored)
-    assert src["watermark"] == "7 files read"
+    assert src["watermark"] == "8 files read"
     assert src["watermark_state"]["files"] == 7
     # ingest quarantine (5 broken on purpose) plus the one row validation turned away
     assert src["quarantine_reasons"] == {

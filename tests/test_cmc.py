@@ -276,6 +276,19 @@ def test_validation_is_carved_by_picture_and_held_out_pictures_never_train():
     assert [r["id"] for r in roles["test"]] == ["t0"]
 
 
+def test_items_without_a_split_hold_out_a_fixed_share_by_picture():
+    rows = [{"id": f"a{k}", "label": k % 2, "split": None, "image_sha256": f"img{k // 2}"} for k in range(400)]
+    rows += [{"id": f"s{k}", "label": k % 2, "split": "train", "image_sha256": f"own{k}"} for k in range(50)]
+    roles, _ = assign_roles(rows, TrainConfig(holdout_fraction=0.2))
+    held = {r["id"] for r in roles["test"]}
+    assert 0.12 < len(held) / 400 < 0.28 and not any(i.startswith("s") for i in held)  # a named split is kept
+    assert not {r["image_sha256"] for r in roles["test"]} & {r["image_sha256"] for r in roles["train"] + roles["val"]}
+    # the same items whatever else changes (seed, val carve): a champion and a challenger share it
+    again, _ = assign_roles(rows[::-1], TrainConfig(holdout_fraction=0.2, seed=7, val_fraction=0.3))
+    assert {r["id"] for r in again["test"]} == held
+    assert not assign_roles(rows, TrainConfig(holdout_fraction=0.0))[0]["test"]
+
+
 def test_row_filters_speak_the_store_language():
     row = {"source": "mediaeval", "kind": "post", "split": "train"}
     assert row_matches(row, {}) and row_matches(row, {"source": "mediaeval"})

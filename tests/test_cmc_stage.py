@@ -67,18 +67,18 @@ def test_train_saves_the_model_its_metrics_and_plots(project):
     report = json.loads((root / "reports" / "train_cmc.json").read_text())
     assert report["variant"] == "cmc" and set(report["best_epochs"]) == {"networks", "fusion"}
     data = report["data"]
-    assert data["train"]["synthetic"] > 0 and data["val"]["items"] > 0 and data["test"] is None
+    assert data["train"]["synthetic"] > 0 and data["val"]["items"] > 0 and data["test"]["items"] > 0
     # every labelled real item is in exactly one split (or was dropped for sharing a held-out picture)
     items = pq.read_table(root / "data" / "validated" / "items.parquet").to_pandas()
     labelled = int(items.label.notna().sum())
-    assert data["train"]["items"] - data["train"]["synthetic"] + data["val"]["items"] \
+    assert data["train"]["items"] - data["train"]["synthetic"] + data["val"]["items"] + data["test"]["items"] \
         + data["dropped_image_shared_with_heldout"] == labelled
     m = report["val"]
     assert set(m) >= {"accuracy", "per_class", "macro_f1", "auroc", "ece"} and set(m["per_class"]) == {"real", "fake"}
     folder = root / "data" / "models" / "cmc"
     config = json.loads((folder / "config.json").read_text())
     assert config["encoder"].startswith("open_clip:") and config["variant"] == "cmc" and config["temperature"] > 0
-    assert {p.name for p in (root / "reports" / "cmc").iterdir()} == {"history.png", "evaluation-val.png"}
+    assert {p.name for p in (root / "reports" / "cmc").iterdir()} == {"history.png", "evaluation-val.png", "evaluation-test.png"}
     assert "train cmc (cmc)" in result.stdout
 
 
@@ -132,7 +132,7 @@ def test_the_ablation_command_writes_the_table(project):
     assert [line.split("|")[1].strip() for line in table[2:]] == ["text", "cmc"]
     assert "±" in table[2]  # two seeds: mean ± std
     report = json.loads((root / "reports" / "cmc-ablation.json").read_text())
-    assert report["scored_on"] == "val" and report["seeds"] == [0, 1] and len(report["rows"][0]["runs"]) == 2
+    assert report["scored_on"] == "test" and report["seeds"] == [0, 1] and len(report["rows"][0]["runs"]) == 2
 
 
 def test_training_without_a_selection_uses_real_items_and_says_so(project):

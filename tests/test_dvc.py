@@ -51,7 +51,7 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-STAGES = ("ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl")
+STAGES = ("ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl", "evaluate", "gate")
 
 
 def test_repro_runs_every_stage_then_only_what_changed(project: Path, tmp_path: Path):
@@ -81,10 +81,17 @@ def test_repro_runs_every_stage_then_only_what_changed(project: Path, tmp_path: 
     rgcl = json.loads((project / "reports" / "train_rgcl.json").read_text())
     assert rgcl["database_points"] == rgcl["data"]["train"]["items"] and set(rgcl["val"]) == {"head", "rkc"}
     assert (project / "data" / "models" / "rgcl" / "database.parquet").exists()
+    evaluated = json.loads((project / "reports" / "evaluate.json").read_text())
+    assert set(evaluated["families"]) == {"cmc", "rgcl"} and evaluated["holdout"]["items"] > 0
+    gated = json.loads((project / "reports" / "gate.json").read_text())
+    assert {d["action"] for d in gated["families"].values()} <= {"promote", "hold"}
+    assert (project / "reports" / "cycle.html").exists() and "data/registry" in (project / "dvc.lock").read_text()
+    shown = _run([str(BIN / "dvc"), "metrics", "show"], project).stdout
+    assert "evaluate.json" in shown and "macro_f1" in shown
 
     # nothing new: ingest and index run (both incremental) and everything else is skipped
     out = _run([dvc, "repro"], project).stdout
-    for stage in ("validate", "embed", "synthesize", "select", "train_cmc", "train_rgcl"):
+    for stage in ("validate", "embed", "synthesize", "select", "train_cmc", "train_rgcl", "evaluate", "gate"):
         assert f"Stage '{stage}' didn't change, skipping" in out
     assert json.loads((project / "reports" / "ingest.json").read_text())["totals"]["accepted"] == 0
 

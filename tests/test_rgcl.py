@@ -118,6 +118,16 @@ def test_rkc_equals_a_brute_force_computation_and_the_store_path(store):
     np.testing.assert_array_equal(own, y[nearest_other])
 
 
+def test_a_tie_at_the_kth_neighbour_does_not_depend_on_the_order_a_search_returns():
+    # three copies of one vector, with two labels, straddle the boundary at k = 2
+    db = np.array([[1.0, 0.0], [0.8, 0.6], [0.8, 0.6], [0.8, 0.6], [0.0, 1.0]])
+    y = np.array([1, 1, 0, 0, 1])
+    q = np.array([[1.0, 0.0]])
+    for order in ([0, 1, 2, 3, 4], [0, 3, 2, 1, 4], [0, 2, 3, 1, 4]):
+        # the nearest has weight 2; the tied three share the one place left: (2 + 1/3) / 3
+        assert rkc_scores(q, db[order], y[order], k=2)[0] == pytest.approx((2 + 1 / 3) / 3)
+
+
 # --------------------------------------------------------------------------- training
 def _split(n: int, seed: int) -> Split:
     rng = np.random.default_rng(seed)
@@ -214,7 +224,7 @@ def test_the_stage_writes_the_model_its_database_and_report(_trained):
 
     ids, labels, g = read_database(root / "data" / "models" / "rgcl" / "database.parquet")
     assert len(ids) == len(labels) == len(g) == report["data"]["train"]["items"]
-    assert {p.name for p in (root / "reports" / "rgcl").iterdir()} == {"history.png", "evaluation-val.png"}
+    assert {p.name for p in (root / "reports" / "rgcl").iterdir()} == {"history.png", "evaluation-val.png", "evaluation-test.png"}
 
 
 def test_labels_added_between_retrains_change_rkc_without_retraining(project, tmp_path):

@@ -5,6 +5,8 @@ paper's table reports both the fake and the real class), macro-F1, AUROC, the ex
 calibration error and the Brier score, for scores p = P(label 1). `fit_temperature`
 finds the temperature that makes softmax(logits / T) calibrated on held-out data
 (Guo et al. 2017). `plot_evaluation` draws the ROC curve and the reliability diagram.
+`bootstrap` adds percentile confidence intervals (items resampled with replacement), and
+`paired_bootstrap` the interval of a difference between two models scored on the same items.
 """
 
 from __future__ import annotations
@@ -76,6 +78,80 @@ def classification_metrics(y: Sequence[int], p: Sequence[float], label_names: Se
     }
 
 
+CI_METRICS = ("accuracy", "macro_f1", "auroc")
+
+
+def _resampled(y: np.ndarray, p: np.ndarray, idx: np.ndarray, label_names: Sequence[str]) -> dict[str, float]:
+    m = classification_metrics(y[idx], p[idx], label_names)
+    out = {k: m[k] for k in CI_METRICS}
+    out.update({f"f1_{name}": v["f1"] for name, v in m["per_class"].items()})
+    return out
+
+
+def _draws(n: int, resamples: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def _interval(values: list[float | None], confidence: float) -> list[float] | None:
+    got = np.array([v for v in values if v is not None], dtype=np.float64)
+    if len(got) < max(10, len(values) // 2):  # AUROC is undefined on one-class resamples
+        return None
+    lo, hi = np.percentile(got, [50 * (1 - confidence), 100 - 50 * (1 - confidence)])
+    return [float(lo), float(hi)]
+
+
+def bootstrap(y: Sequence[int], p: Sequence[float], label_names: Sequence[str] = ("real", "fake"),
+              resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, list[float] | None]:
+    """Percentile intervals of accuracy, macro-F1, AUROC and each class's F1 over `resamples`
+    bootstrap draws of the items; {} when there is nothing to resample."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=np.float64)
+    if resamples <= 0 or len(y) < 2:
+        return {}
+    runs = [_resampled(y, p, idx, label_names) for idx in _draws(len(y), resamples, seed)]
+    return {k: _interval([r[k] for r in runs], confidence) for k in runs[0]}
+
+
+def paired_bootstrap(y: Sequence[int], p_new: Sequence[float], p_old: Sequence[float], metric: str = "macro_f1",
+                     label_names: Sequence[str] = ("real", "fake"), resamples: int = 1000, confidence: float = 0.95,
+                     seed: int = 0) -> dict:
+    """The difference new − old of `metric` on the same items: point estimate, interval over paired
+    draws (both models see the same resample), and the share of draws where new is not better."""
+    y = np.asarray(y).astype(int)
+    p_new, p_old = np.asarray(p_new, np.float64), np.asarray(p_old, np.float64)
+    point = _resampled(y, p_new, np.arange(len(y)), label_names)[metric]
+    base = _resampled(y, p_old, np.arange(len(y)), label_names)[metric]
+    delta = None if point is None or base is None else float(point - base)
+    if resamples <= 0 or len(y) < 2 or delta is None:
+        return {"metric": metric, "delta": delta, "ci": None, "p_not_better": None}
+    diffs = []
+    for idx in _draws(len(y), resamples, seed):
+        a, b = _resampled(y, p_new, idx, label_names)[metric], _resampled(y, p_old, idx, label_names)[metric]
+        diffs.append(None if a is None or b is None else a - b)
+    got = [d for d in diffs if d is not None]
+    return {"metric": metric, "delta": delta, "ci": _interval(diffs, confidence),
+            "p_not_better": float(np.mean(np.array(got) <= 0)) if got else None}
+
+
+def confusion(y: Sequence[int], p: Sequence[float], threshold: float = 0.5) -> list[list[int]]:
+    """[[tn, fp], [fn, tp]]: rows are the actual label, columns the predicted one."""
+    y = np.asarray(y).astype(int)
+    pred = (np.asarray(p, dtype=np.float64) >= threshold).astype(int)
+    return [[int(np.sum((y == a) & (pred == b))) for b in (0, 1)] for a in (0, 1)]
+
+
+def roc_points(y: Sequence[int], p: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate, threshold) at every distinct score; empty with one class."""
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=np.float64)
+    if not 0 < y.sum() < len(y):
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    order = np.argsort(-p, kind="stable")
+    ys, ps = y[order], p[order]
+    last = np.r_[np.nonzero(np.diff(ps))[0], len(ps) - 1]  # the last item of each run of equal scores
+    tps, fps = np.cumsum(ys)[last], np.cumsum(1 - ys)[last]
+    return (np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]], np.r_[np.inf, ps[last]])
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
     """The T > 0 minimising the NLL of softmax(logits / T) on (logits, y): one parameter, so it
     moves confidence without changing any prediction. 1.0 when there is nothing to fit on."""
@@ -105,10 +181,8 @@ def plot_evaluation(y: np.ndarray, p: np.ndarray, path: Path, title: str = "") -
     p = np.asarray(p, dtype=np.float64)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
     if 0 < y.sum() < len(y):
-        order = np.argsort(-p, kind="stable")
-        tps = np.cumsum(y[order]) / y.sum()
-        fps = np.cumsum(1 - y[order]) / (len(y) - y.sum())
-        ax1.plot(np.r_[0, fps], np.r_[0, tps], label=f"AUROC {auroc(y, p):.3f}")
+        fpr, tpr, _ = roc_points(y, p)
+        ax1.plot(fpr, tpr, label=f"AUROC {auroc(y, p):.3f}")
         ax1.legend(loc="lower right")
     ax1.plot([0, 1], [0, 1], ":", color="grey")
     ax1.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
@@ -143,6 +217,42 @@ def plot_history(history: list[dict], path: Path, title: str = "") -> Path:
         ax.plot([h["epoch"] for h in rows], [h["val_loss"] for h in rows], "--", label=f"{stage} validation")
     ax.set(xlabel="epoch", ylabel="loss", title=title or "training")
     ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_scores(series: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "", bins: int = 20) -> Path:
+    """Score histograms per label (one panel per model: {name: (labels, scores)}), and each model's
+    confusion matrix at 0.5 under it, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(series)
+    fig, axes = plt.subplots(2, len(names), figsize=(4.5 * len(names), 7), squeeze=False)
+    edges = np.linspace(0, 1, bins + 1)
+    for col, name in enumerate(names):
+        y, p = (np.asarray(a) for a in series[name])
+        ax = axes[0][col]
+        for label, colour in ((0, "tab:blue"), (1, "tab:red")):
+            ax.hist(p[y == label], bins=edges, alpha=0.6, color=colour, label=f"label {label} ({int(np.sum(y == label))})")
+        if np.any(y < 0):
+            ax.hist(p[y < 0], bins=edges, histtype="step", color="grey", label=f"unlabelled ({int(np.sum(y < 0))})")
+        ax.set(xlabel="score = P(label 1)", ylabel="items", title=name)
+        ax.legend(fontsize=8)
+        known = y >= 0
+        cm = np.array(confusion(y[known], p[known]))
+        ax = axes[1][col]
+        ax.imshow(cm, cmap="Blues")
+        for (a, b), v in np.ndenumerate(cm):
+            ax.text(b, a, str(v), ha="center", va="center")
+        ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted", ylabel="actual", title="confusion at 0.5")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

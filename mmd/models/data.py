@@ -3,6 +3,9 @@ synthetic set, split without leaks, with their text and image features.
 
 - Real items: the validated items matching `train.items`, with a label. Items of a
   `train.splits.test` split test, of a `train.splits.val` split validate, the rest train.
+  Items with no split of their own test when their picture falls in the fixed holdout
+  (`train.holdout_fraction`, a hash with a fixed salt: the same items in every cycle, so a
+  champion and its challenger are scored on the same data and neither trained on it).
   Without a val split, `val_fraction` of the training items validate, carved by picture
   (items sharing an image stay on one side), by group (event) or by item.
 - Leak guard: a training item whose picture is also in val or test is dropped, and so is a
@@ -101,9 +104,18 @@ def _key(row: dict, by: str) -> str:
     return row["id"]
 
 
-def _in_val(key: str, seed: int, fraction: float) -> bool:
+def _in_val(key: str, seed: int | str, fraction: float) -> bool:
     h = int(hashlib.sha256(f"{seed}\x1f{key}".encode()).hexdigest()[:12], 16)
     return h / float(16**12) < fraction
+
+
+def in_holdout(row: dict, cfg: TrainConfig) -> bool:
+    """Is this real item in the evaluation holdout? Its split says so, or, with no split, its picture
+    (or group, or id: `val_group_by`) hashes into `holdout_fraction` under a salt no knob changes."""
+    split = row.get("split") or ""
+    if split:
+        return split in cfg.splits.test
+    return _in_val(_key(row, cfg.val_group_by), "holdout", cfg.holdout_fraction)
 
 
 def assign_roles(rows: list[dict], cfg: TrainConfig) -> tuple[dict[str, list[dict]], dict]:
@@ -111,7 +123,7 @@ def assign_roles(rows: list[dict], cfg: TrainConfig) -> tuple[dict[str, list[dic
     roles: dict[str, list[dict]] = {r: [] for r in ROLES}
     for row in rows:
         split = row.get("split") or ""
-        role = "test" if split in cfg.splits.test else "val" if split in cfg.splits.val else "train"
+        role = "test" if in_holdout(row, cfg) else "val" if split in cfg.splits.val else "train"
         roles[role].append(row)
     report: dict[str, Any] = {"val_carved": False}
     if not roles["val"]:

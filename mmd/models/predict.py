@@ -84,14 +84,23 @@ def read_jsonl(path: Path) -> tuple[list[dict], list]:
     return rows, bad
 
 
-def _scorer(settings: Settings, model: str, model_dir: Path | None):
-    """(meta, variant, score(rows, data_dir) -> (calibrated P(label 1), has_image)) of a trained model.
-    CMC and RGCL score the encoder's features; the LMM reads the texts and pictures itself."""
+def serving_dir(settings: Settings, model: str) -> Path:
+    """The model in service: the registry's champion, or the newest trained one while there is none."""
+    from mmd.registry import Registry, registry_root
+
+    champion = Registry(registry_root(settings)).serving_dir(model) if registry_root(settings).exists() else None
+    return champion or settings.data_dir / "models" / model
+
+
+def model_scorer(settings: Settings, model: str, model_dir: Path | None = None, collection: str | None = None):
+    """(meta, variant, score(rows, data_dir) -> (calibrated P(label 1), has_image)) of a trained model
+    (the one in service by default). CMC and RGCL score the encoder's features; the LMM reads the texts
+    and pictures itself. RGCL's RKC searches `collection` (its configured one by default)."""
+    model_dir = Path(model_dir) if model_dir else serving_dir(settings, model)
     if model == "lmm":
         from mmd.models.lmm.train import Items, load_lmm_detector, paths as lmm_paths
 
-        detector = load_lmm_detector(Path(model_dir) if model_dir else lmm_paths(settings)["model"],
-                                     root=settings.root)
+        detector = load_lmm_detector(model_dir, root=settings.root)
 
         def score_lmm(rows: list[dict], data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
             items = Items.from_rows(rows, data_dir)
@@ -105,10 +114,9 @@ def _scorer(settings: Settings, model: str, model_dir: Path | None):
 
     encoder = build_encoder(settings.params.embed, settings.root)
     if model == "cmc":
-        from mmd.models.cmc.train import load_model, paths as cmc_paths, raw_inputs
+        from mmd.models.cmc.train import load_model, raw_inputs
 
-        predictor = load_model(Path(model_dir) if model_dir else cmc_paths(settings)["model"], encoder,
-                               settings.params.train.device)
+        predictor = load_model(model_dir, encoder, settings.params.train.device)
 
         def predict(split, data_dir: Path) -> np.ndarray:
             return predictor.predict(split, raw_inputs(encoder, data_dir) if predictor.meta.get("finetuned") else None)
@@ -116,17 +124,18 @@ def _scorer(settings: Settings, model: str, model_dir: Path | None):
         meta, variant = predictor.meta, predictor.meta["variant"]
     else:
         from mmd.index import open_index
-        from mmd.models.rgcl.train import load_model, paths as rgcl_paths, sync_database
+        from mmd.models.rgcl.train import load_model, sync_database
 
-        rgcl = load_model(Path(model_dir) if model_dir else rgcl_paths(settings)["model"], encoder)
+        rgcl = load_model(model_dir, encoder)
         meta, variant = rgcl.meta, rgcl.cfg.predict_with
 
         def predict(split, data_dir: Path) -> np.ndarray:
             if variant == "head":
                 return rgcl.head_scores(split)
             with open_index(settings) as store:
-                sync_database(settings, rgcl, store, encoder)  # a wiped store comes back from the files
-                return rgcl.rkc(store, split)
+                # a wiped store, or one holding another model's database, comes back from the files
+                sync_database(settings, rgcl, store, encoder, collection=collection)
+                return rgcl.rkc(store, split, collection=collection)
 
     def score(rows: list[dict], data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
         split = item_features(settings, rows, encoder, data_dir=data_dir)
@@ -142,7 +151,7 @@ def run_predict(settings: Settings, model: str = "cmc", input: Path | None = Non
 
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
-    meta, variant, score = _scorer(settings, model, model_dir)
+    meta, variant, score = model_scorer(settings, model, model_dir)
     bad: list = []
     if input is None or Path(input).suffix == ".parquet":
         src = Path(input) if input else embed_paths(settings)["input"]

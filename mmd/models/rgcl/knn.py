@@ -112,18 +112,27 @@ def _tie_averaged(weights: np.ndarray, sims: np.ndarray, tol: float = 1e-6) -> n
     return out
 
 
-def _weights(sims: np.ndarray, weighting: str) -> np.ndarray:
+# neighbours fetched beyond K: a group tied with the K-th neighbour shares the weight of the places
+# it spans (zero past K), so which tied member a search returns first cannot change a score
+TIE_MARGIN = 8
+
+
+def _weights(sims: np.ndarray, weighting: str, k: int | None = None) -> np.ndarray:
+    """Each neighbour's weight; only the first k count (all when None), ties share theirs."""
+    k = sims.shape[1] if k is None else min(k, sims.shape[1])
     if weighting == "rank":
-        return _tie_averaged(np.broadcast_to(rank_weights(sims.shape[1]), sims.shape), sims)
-    if weighting == "uniform":
-        return np.ones_like(sims)
-    if weighting == "similarity":
-        return np.clip(sims, 0.0, None)
-    raise ValueError(f"unknown RKC weighting {weighting!r}: rank, uniform or similarity")
+        base = np.r_[rank_weights(k), np.zeros(sims.shape[1] - k)]
+    elif weighting == "uniform":
+        base = np.r_[np.ones(k), np.zeros(sims.shape[1] - k)]
+    elif weighting == "similarity":
+        return np.clip(_tie_averaged(np.where(np.arange(sims.shape[1]) < k, sims, 0.0), sims), 0.0, None)
+    else:
+        raise ValueError(f"unknown RKC weighting {weighting!r}: rank, uniform or similarity")
+    return _tie_averaged(np.broadcast_to(base, sims.shape), sims)
 
 
-def _vote(labels: np.ndarray, sims: np.ndarray, weighting: str) -> np.ndarray:
-    w = _weights(sims, weighting)
+def _vote(labels: np.ndarray, sims: np.ndarray, weighting: str, k: int | None = None) -> np.ndarray:
+    w = _weights(sims, weighting, k)
     total = w.sum(axis=1)
     score = (w * labels).sum(axis=1) / np.where(total > 0, total, 1.0)
     return np.where(total > 0, score, labels.mean(axis=1) if labels.shape[1] else 0.5)
@@ -139,6 +148,7 @@ def rkc_scores(query: np.ndarray, db: np.ndarray, db_labels: np.ndarray, k: int 
     k = min(k, len(d) - (1 if exclude is not None else 0))
     if k < 1:
         raise ValueError("the RKC database is empty")
+    fetch = min(k + TIE_MARGIN, len(d) - (1 if exclude is not None else 0))
     out = np.empty(len(q))
     for start in range(0, len(q), chunk):
         sims = q[start : start + chunk] @ d.T
@@ -146,18 +156,18 @@ def rkc_scores(query: np.ndarray, db: np.ndarray, db_labels: np.ndarray, k: int 
             ex = torch.as_tensor(np.asarray(exclude[start : start + chunk], np.int64))
             rows = torch.nonzero(ex >= 0).flatten()
             sims[rows, ex[rows]] = float("-inf")
-        top = sims.topk(k, dim=1)
-        out[start : start + chunk] = _vote(y[top.indices.numpy()], top.values.numpy().astype(np.float64), weighting)
+        top = sims.topk(fetch, dim=1)
+        out[start : start + chunk] = _vote(y[top.indices.numpy()], top.values.numpy().astype(np.float64), weighting, k)
     return out
 
 
-def rkc_from_hits(hits: list[list], weighting: str = "rank") -> np.ndarray:
-    """RKC from vector-store hits (best first), whose payloads carry `label`."""
+def rkc_from_hits(hits: list[list], weighting: str = "rank", k: int | None = None) -> np.ndarray:
+    """RKC from vector-store hits (best first; fetch k + TIE_MARGIN), whose payloads carry `label`."""
     out = np.empty(len(hits))
     for n, h in enumerate(hits):
         if not h:
             raise ValueError("the RKC database is empty")
         labels = np.array([[float(x.payload["label"]) for x in h]])
         sims = np.array([[float(x.score) for x in h]])
-        out[n] = _vote(labels, sims, weighting)[0]
+        out[n] = _vote(labels, sims, weighting, k)[0]
     return out

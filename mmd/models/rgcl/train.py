@@ -39,7 +39,7 @@ from mmd.encoders.base import select_device
 from mmd.models.data import Split, TrainData
 from mmd.models.io import read_model_config, save_weights
 from mmd.models.rgcl.config import RGCLConfig
-from mmd.models.rgcl.knn import Mined, mine_exact, mine_store, rkc_from_hits, rkc_scores
+from mmd.models.rgcl.knn import TIE_MARGIN, Mined, mine_exact, mine_store, rkc_from_hits, rkc_scores
 from mmd.models.rgcl.loss import rgcl_loss
 from mmd.models.rgcl.model import RGCLHead
 from mmd.util import write_json
@@ -268,14 +268,15 @@ class Predictor:
     def head_scores(self, split: Split) -> np.ndarray:
         return sigmoid(self.embed(split)[1], float(self.meta["temperature"]))
 
-    def rkc(self, store, split: Split) -> np.ndarray:
-        """RKC through the vector store (the database of the trained model plus added labels)."""
+    def rkc(self, store, split: Split, collection: str | None = None) -> np.ndarray:
+        """RKC through the vector store (the database of the trained model plus added labels), in
+        `collection` (the configured one by default)."""
         g, _ = self.embed(split)
         if not len(g):
             return np.zeros(0, np.float32)
         cfg = self.cfg
-        hits = store.search_batch(cfg.collection, g, k=cfg.rkc.k, exact=True)
-        return rkc_from_hits(hits, cfg.rkc.weighting).astype(np.float32)
+        hits = store.search_batch(collection or cfg.collection, g, k=cfg.rkc.k + TIE_MARGIN, exact=True)
+        return rkc_from_hits(hits, cfg.rkc.weighting, cfg.rkc.k).astype(np.float32)
 
 
 def load_model(folder: Path, encoder=None) -> Predictor:
@@ -288,25 +289,26 @@ def load_model(folder: Path, encoder=None) -> Predictor:
     return Predictor(head.eval(), meta, folder)
 
 
-def sync_database(settings: Settings, predictor: Predictor, store, encoder=None, fresh: Sequence[str] = ()) -> int:
-    """Make the RKC collection hold the model's database plus every added label (the files are the
-    truth): rebuilt when it belongs to another model, else only what is missing (and the `fresh`
-    label ids) is written. Returns how many points were written."""
+def sync_database(settings: Settings, predictor: Predictor, store, encoder=None, fresh: Sequence[str] = (),
+                  collection: str | None = None) -> int:
+    """Make the RKC collection (`collection`, the configured one by default) hold the model's database
+    plus every added label (the files are the truth): rebuilt when it belongs to another model, else
+    only what is missing (and the `fresh` label ids) is written. Returns how many points were written."""
     from mmd.models.data import item_features
 
-    cfg = predictor.cfg
+    name = collection or predictor.cfg.collection
     ids, labels, g = read_database(predictor.folder / "database.parquet")
     identity = f"rgcl:{predictor.meta['trained_at']}"
-    info = store.info(cfg.collection)
+    info = store.info(name)
     written = 0
     if info is None or info.get("encoder") != identity:
-        store.ensure_collection(cfg.collection, g.shape[1], identity, rebuild=True)
+        store.ensure_collection(name, g.shape[1], identity, rebuild=True)
         present: set[str] = set()
     else:
-        present = store.ids(cfg.collection)
+        present = store.ids(name)
     todo = [n for n, i in enumerate(ids) if i not in present]
     if todo:
-        store.upsert(cfg.collection, [ids[n] for n in todo], g[np.array(todo)],
+        store.upsert(name, [ids[n] for n in todo], g[np.array(todo)],
                      [{"label": int(labels[n]), "source": "train"} for n in todo])
         written += len(todo)
     fresh = set(fresh)
@@ -314,13 +316,18 @@ def sync_database(settings: Settings, predictor: Predictor, store, encoder=None,
              if r["id"] not in present or r["id"] in fresh]
     if added:
         g_new, _ = predictor.embed(item_features(settings, added, encoder))
-        store.upsert(cfg.collection, [r["id"] for r in added], g_new,
+        store.upsert(name, [r["id"] for r in added], g_new,
                      [{"label": int(r["label"]), "source": "label"} for r in added])
         written += len(added)
     return written
 
 
 # --------------------------------------------------------------------------- the stage
+def candidate_collection(cfg: RGCLConfig) -> str:
+    """The RKC collection a challenger is scored through (the configured one serves the champion)."""
+    return f"{cfg.collection}_candidate"
+
+
 def run_train_rgcl(settings: Settings, log: Callable[[str], None] | None = None) -> dict:
     from mmd.encoders import build_encoder
     from mmd.index import open_index
@@ -339,9 +346,11 @@ def run_train_rgcl(settings: Settings, log: Callable[[str], None] | None = None)
         trained = train_rgcl(data, cfg, tcfg, miner=miner, log=log)
         save_model(p["model"], trained, cfg, data, tcfg)
         predictor = load_model(p["model"], encoder)
-        synced = sync_database(settings, predictor, store, encoder)
+        # a challenger: its database goes to the candidate collection, the serving one is the champion's
+        candidate = candidate_collection(cfg)
+        synced = sync_database(settings, predictor, store, encoder, collection=candidate)
         # RKC through the store equals the brute-force figure computed in training
-        agreement = float(np.mean(np.abs(predictor.rkc(store, data.val) - trained.rkc["val"]) < 1e-4))
+        agreement = float(np.mean(np.abs(predictor.rkc(store, data.val, candidate) - trained.rkc["val"]) < 1e-4))
     plots = {"history": str(plot_history(trained.fit.history, p["plots"] / "history.png", "RGCL"))}
     for role, scores in trained.rkc.items():
         plots[role] = str(plot_evaluation(getattr(data, role).labels, scores, p["plots"] / f"evaluation-{role}.png",
@@ -362,9 +371,11 @@ def add_labels(settings: Settings, rows: list[dict], by: str = "cli") -> dict:
     from mmd.encoders import build_encoder
     from mmd.index import open_index
 
+    from mmd.models.predict import serving_dir
+
     p = paths(settings)
     encoder = build_encoder(settings.params.embed, settings.root)
-    predictor = load_model(p["model"], encoder)
+    predictor = load_model(serving_dir(settings, MODEL_NAME), encoder)  # labels serve the model in service
     clean = []
     for r in rows:
         if r.get("label") not in (0, 1):
