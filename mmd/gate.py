@@ -8,8 +8,8 @@ Per model family with an evaluated challenger (`mmd evaluate`):
    - data_drift / embedding_drift: the fresh batch against the champion's training reference;
    - synthetic_vs_real: the challenger's training set (real + selected synthetic) against the
      current real data (the fresh batch, or every item when the batch is too small);
-   - prediction_drift: the challenger's scores on the fresh batch against its scores on the
-     earlier holdout items;
+   - prediction_drift: the challenger's scores on the fresh items it did not train on (holdout,
+     unlabelled) against its scores on the earlier such items;
 4. the challenger is registered (with its lineage, evaluation and training reference) and
    promoted or held; its model card records the decision.
 
@@ -157,9 +157,11 @@ def gate_family(settings: Settings, family: str, items: Items, registry: Registr
                                               drift_dir / f"{family}-data.html")))
         checks.append(from_drift(D.embedding_drift(items.vectors(champ_ref), items.vectors(fresh), dcfg,
                                                    "embedding_drift", drift_dir / f"{family}-embeddings.html")))
-        past = [i for i in holdout if i not in set(fresh)]
-        checks.append(from_drift(D.score_drift(np.array([chal_scores[i] for i in past if i in chal_scores]),
-                                               np.array([chal_scores[i] for i in fresh if i in chal_scores]), dcfg,
+        # like with like: only items the challenger did not train on, before and in the fresh batch
+        unseen = [i for i in items.by_id if items.role[i] not in ("train", "val") and i in chal_scores]
+        fresh_set = set(fresh)
+        checks.append(from_drift(D.score_drift(np.array([chal_scores[i] for i in unseen if i not in fresh_set]),
+                                               np.array([chal_scores[i] for i in unseen if i in fresh_set]), dcfg,
                                                "prediction_drift", drift_dir / f"{family}-predictions.html")))
     else:
         checks += [Check(name, SKIPPED, ["no champion yet: nothing to compare the fresh batch with"])

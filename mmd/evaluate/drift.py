@@ -345,6 +345,8 @@ def _prepare(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) ->
         out[col] = pd.to_numeric(frame[col], errors="coerce").astype(np.float64).to_numpy()
     for col in categorical:
         out[col] = frame[col].map(_category).astype(str).to_numpy()
+    if "label" in out:  # the label share is that of labelled items: an unlabelled item is no third class
+        out["label"] = out["label"].where(out["label"] != "unknown", np.nan)
     return out
 
 
