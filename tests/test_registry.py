@@ -275,17 +275,22 @@ def test_an_ordinary_error_while_registering_cleans_up_at_once(reg, tmp_path, mo
     assert register(reg, src)[0].number == 1
 
 
+def crash_on(monkeypatch, kind: str) -> None:
+    """The process dies just before the history event `kind` is written."""
+    event = Registry._event
+
+    def crashing(self, family, what, *args, **kwargs):
+        if what == kind:
+            raise Crash()
+        return event(self, family, what, *args, **kwargs)
+
+    monkeypatch.setattr(Registry, "_event", crashing)
+
+
 def test_crash_after_the_alias_moved_but_before_the_history_is_recovered_on_open(reg, tmp_path, monkeypatch):
     three_versions(reg, tmp_path)
     reg.promote("cmc", 1, "first")
-    event = Registry._event
-
-    def crash_on_promote(self, family, kind, *args, **kwargs):
-        if kind == "promoted":
-            raise Crash()
-        return event(self, family, kind, *args, **kwargs)
-
-    monkeypatch.setattr(Registry, "_event", crash_on_promote)
+    crash_on(monkeypatch, "promoted")
     with pytest.raises(Crash):
         reg.promote("cmc", 2, "gate passed")
     monkeypatch.undo()
@@ -303,14 +308,7 @@ def test_crash_after_the_alias_moved_but_before_the_history_is_recovered_on_open
 
 def test_crash_after_a_version_landed_but_before_its_event_is_recovered_on_open(reg, tmp_path, monkeypatch):
     src = make_model(tmp_path / "model")
-    event = Registry._event
-
-    def crash_on_registered(self, family, kind, *args, **kwargs):
-        if kind == "registered":
-            raise Crash()
-        return event(self, family, kind, *args, **kwargs)
-
-    monkeypatch.setattr(Registry, "_event", crash_on_registered)
+    crash_on(monkeypatch, "registered")
     with pytest.raises(Crash):
         register(reg, src)
     monkeypatch.undo()

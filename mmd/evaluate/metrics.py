@@ -170,12 +170,31 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, floa
     return float(np.exp(res.x))
 
 
-def plot_evaluation(y: np.ndarray, p: np.ndarray, path: Path, title: str = "") -> Path:
-    """ROC curve and reliability diagram side by side, as one PNG."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, title: str = "") -> Path:
+    """Title, layout, write the PNG (its folder made), free the figure."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_evaluation(y: np.ndarray, p: np.ndarray, path: Path, title: str = "") -> Path:
+    """ROC curve and reliability diagram side by side, as one PNG."""
+    plt = _pyplot()
 
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=np.float64)
@@ -194,22 +213,12 @@ def plot_evaluation(y: np.ndarray, p: np.ndarray, path: Path, title: str = "") -
     ax2.plot(xs, ys, "o-", label=f"ECE {expected_calibration_error(y, p):.3f}")
     ax2.set(xlabel="predicted P(label 1)", ylabel="observed share of label 1", title="reliability")
     ax2.legend(loc="upper left")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_history(history: list[dict], path: Path, title: str = "") -> Path:
     """Training and validation loss per epoch, one line per stage."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for stage in dict.fromkeys(h["stage"] for h in history):
         rows = [h for h in history if h["stage"] == stage]
@@ -217,20 +226,13 @@ def plot_history(history: list[dict], path: Path, title: str = "") -> Path:
         ax.plot([h["epoch"] for h in rows], [h["val_loss"] for h in rows], "--", label=f"{stage} validation")
     ax.set(xlabel="epoch", ylabel="loss", title=title or "training")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_scores(series: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "", bins: int = 20) -> Path:
     """Score histograms per label (one panel per model: {name: (labels, scores)}), and each model's
     confusion matrix at 0.5 under it, as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     names = list(series)
     fig, axes = plt.subplots(2, len(names), figsize=(4.5 * len(names), 7), squeeze=False)
@@ -251,10 +253,4 @@ def plot_scores(series: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, ti
         for (a, b), v in np.ndenumerate(cm):
             ax.text(b, a, str(v), ha="center", va="center")
         ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted", ylabel="actual", title="confusion at 0.5")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
