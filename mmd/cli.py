@@ -546,9 +546,12 @@ def demo(
     from mmd.evaluate.evaluate import paths as eval_paths, run_evaluate
     from mmd.gate import paths as gate_paths, run_gate
 
+    from mmd.report import send_cycle_report
+
     run_evaluate(settings)
     gated = run_gate(settings)
     console.print(_decision_table(gated))
+    mail = send_cycle_report(settings, gated)
     out = Table(title="outputs", show_header=False)
     out.add_column("what")
     out.add_column("where")
@@ -571,6 +574,7 @@ def demo(
     out.add_row("gate decisions, drift", f"{gate_paths(settings)['report']}, {gate_paths(settings)['drift']}/")
     out.add_row("model registry", str(gate_paths(settings)["registry"]))
     out.add_row("moderators' report", str(gate_paths(settings)["cycle"]))
+    out.add_row("e-mail to moderators", str(mail.outbox) + (" (queued)" if mail.queued else " (sent)"))
     console.print(out)
     console.print(f'try: .venv/bin/mmd search "wake up sheeple" -k 5{"" if params == Path("params.yaml") else f" --params {params}"}')
 

@@ -18,6 +18,7 @@ from mmd.evaluate.gates import GateConfig
 from mmd.models.cmc.config import CMCConfig
 from mmd.models.lmm.config import LMMConfig
 from mmd.models.rgcl.config import RGCLConfig
+from mmd.notify import NotifyConfig
 
 
 class ConfigError(ValueError):
@@ -390,6 +391,7 @@ class Params(_Strict):
     lmm: LMMConfig = LMMConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig = GateConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

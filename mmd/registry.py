@@ -28,7 +28,6 @@ lock (every file they read is replaced atomically).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import heapq
 import html
@@ -38,12 +37,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable
 
 from mmd.items import now_iso, sha256_hex
+from mmd.util import file_lock
 
 if TYPE_CHECKING:
     from mmd.config import Settings
@@ -413,23 +412,10 @@ class Registry:
             return []
         return sorted(int(m.group(1)) for p in folder.iterdir() if (m := VERSION_DIR.match(p.name)) and p.is_dir())
 
-    @contextmanager
-    def _lock(self, family: str, wait: bool = True) -> Iterator[bool]:
-        """An exclusive flock on <family>/.lock; yields False (without waiting) when `wait` is False
-        and another writer holds it. Released when the block ends, or by the OS when the process dies."""
+    def _lock(self, family: str, wait: bool = True):
+        """An exclusive flock on <family>/.lock (see `mmd.util.file_lock`)."""
         self._check_family(family)
-        folder = self.root / family
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / LOCK_NAME, "a") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return file_lock(self.root / family / LOCK_NAME, wait)
 
     def _read_alias(self, family: str) -> dict | None:
         path = self._alias_path(family)

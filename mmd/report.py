@@ -152,3 +152,19 @@ def write_cycle_report(settings: Settings, gate: dict, path: Path) -> Path:
     tmp.write_text(render_cycle_report(settings, gate), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def send_cycle_report(settings: Settings, gate: dict, env=None):
+    """The cycle report by e-mail (`notify` in params): the page as the body, the gate's JSON and each
+    family's data- and embedding-drift pages attached; queued in the outbox when it cannot go out."""
+    from mmd.gate import paths as gate_paths
+    from mmd.notify import send_report
+
+    page = Path(gate.get("report_html") or gate_paths(settings)["cycle"])
+    body = page.read_text(encoding="utf-8") if page.is_file() else render_cycle_report(settings, gate)
+    summary = ", ".join(f"{f} {d.get('action')}" for f, d in gate.get("families", {}).items()) or "no models"
+    drift = gate_paths(settings)["drift"]
+    attachments = [gate_paths(settings)["report"]] + sorted(
+        p for f in gate.get("families", {}) for p in (drift / f"{f}-data.html", drift / f"{f}-embeddings.html")
+        if p.is_file())
+    return send_report(settings.params.notify, settings.data_dir, body, summary, attachments, env=env)

@@ -91,6 +91,8 @@ def test_demo_runs_and_prints_summary_and_outputs(demo_run):
         d = gated["families"][family]
         assert d["status"] in ("passed", "failed", "could_not_run") and d["reasons"]
         assert row(out, family)[:3] == [family, d["status"], d["action"]]
+    assert row(out, "e-mail to moderators") == ["e-mail to moderators", f"{root / 'data' / 'outbox'} (queued)"]
+    assert len(list((root / "data" / "outbox").glob("*.eml"))) == 1  # the embedded default: the outbox
     for what, path in (("moderators' report", root / "reports" / "cycle.html"),
                        ("model registry", root / "data" / "registry")):
         assert row(out, what) == [what, str(path)] and path.exists()

@@ -1,0 +1,41 @@
+"""The retrain flow runs one whole cycle for real under Prefect (a temporary local API) on a small
+demo project, and a second cycle started while one runs is refused with a clear message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SMALL = dict(
+    select={"k": 20},
+    cmc=dict(epochs=3, fusion_epochs=3, hidden=32, nce={"feat_dim": 16, "k": 16}, block={"mm_dim": 32, "chunks": 4, "rank": 3}),
+    rgcl=dict(map_dim=32, epochs=3, lr=2e-3, rkc={"k": 5}),
+    gate=dict(min_holdout=5, floors={"accuracy": 0.0, "macro_f1": 0.0, "auroc": 0.0, "class_f1": 0.0}, drift={"min_rows": 5}),
+    evaluate=dict(bootstrap=50),
+)
+
+
+def test_the_retrain_flow_runs_a_cycle_and_refuses_a_second_at_once(tmp_path, tiny_open_clip):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.retrain import retrain_flow
+    from mmd.cycle import CycleRunning, cycle_lock
+
+    from .conftest import prepare_demo_project
+
+    settings = prepare_demo_project(tmp_path, tiny_open_clip, dict(memes=24, claims=12, posts=18), **SMALL)
+    with prefect_test_harness(server_startup_timeout=120):
+        ran = retrain_flow(str(settings.params_file), use_dvc=False)
+        # a cycle that finds another one running is refused, and says so
+        with cycle_lock(settings):
+            with pytest.raises(CycleRunning, match="a cycle is already running"):
+                retrain_flow(str(settings.params_file), use_dvc=False)
+    assert list(ran) == ["ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl",
+                         "evaluate", "gate", "email"]
+    gate = json.loads((settings.reports_dir / "gate.json").read_text())
+    assert {d["action"] for d in gate["families"].values()} == {"promote"}
+    # the embedded default writes the report to the outbox
+    assert ran["email"]["queued"] and list((settings.data_dir / "outbox").glob("*.eml"))
