@@ -25,10 +25,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mmd.config import Settings
 from mmd.evaluate import drift as D
-from mmd.evaluate.evaluate import HOLDOUT, holdout_metrics, item_roles, model_dir, paths as eval_paths, read_scores, scorer
+from mmd.evaluate.evaluate import HOLDOUT, holdout_metrics, item_roles, model_dir, paths as eval_paths, scorer
 from mmd.evaluate.gates import (COULD_NOT_RUN, SKIPPED, Check, Decision, champion_check, decide, floors_check,
                                 from_drift, validation_check)
 from mmd.items import now_iso, write_table
@@ -63,6 +64,7 @@ class Items:
         self.row_of_vector = {i: n for n, i in enumerate(table.column("id").to_pylist())}
         self.mixed = mixed
         self.data_dir = settings.data_dir
+        self._frame = None
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         idx = [self.row_of_vector[i] for i in ids if i in self.row_of_vector]
@@ -74,7 +76,10 @@ class Items:
                 and (start is None or (r["ingested_at"] or "") >= start)]
 
     def frame(self, ids: Sequence[str]):
-        return D.item_frame([self.by_id[i] for i in ids if i in self.by_id], self.data_dir)
+        """The drift columns of these items (every picture is opened once per gate run, not per family)."""
+        if self._frame is None:
+            self._frame = D.item_frame(self.rows, self.data_dir).set_axis([r["id"] for r in self.rows])
+        return self._frame.loc[[i for i in ids if i in self.by_id]].reset_index(drop=True)
 
 
 def training_reference(items: Items) -> tuple[list[str], str | None]:
@@ -112,7 +117,7 @@ def gate_family(settings: Settings, family: str, items: Items, registry: Registr
     cfg, dcfg = settings.params.gate, settings.params.gate.drift
     out = paths(settings)
     folder = model_dir(settings, family)
-    chal = read_scores(eval_paths(settings)["dir"] / f"{family}.parquet").to_pylist()
+    chal = pq.read_table(eval_paths(settings)["dir"] / f"{family}.parquet").to_pylist()
     chal_scores = {r["id"]: r["score"] for r in chal}
     champion = registry.champion(family)
     first = champion is None
@@ -221,8 +226,6 @@ def gate_family(settings: Settings, family: str, items: Items, registry: Registr
 
 
 def _reference_ids(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
     return pq.read_table(path).column("id").to_pylist() if path.exists() else []
 
 

@@ -26,7 +26,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mmd.config import Settings
 from mmd.items import ITEM_SCHEMA, now_iso, read_table, write_table
@@ -118,10 +117,6 @@ def score_table(rows: list[dict], role: dict[str, str], scores: np.ndarray) -> p
         {"id": r["id"], "score": float(s), "label": r["label"], "role": role[r["id"]],
          "ingested_at": r["ingested_at"], "kind": r["kind"], "source": r["source"]}
         for r, s in zip(rows, scores)], schema=SCORES_SCHEMA)
-
-
-def read_scores(path: Path) -> pa.Table:
-    return pq.read_table(path)
 
 
 def evaluate_family(settings: Settings, family: str, rows: list[dict], role: dict[str, str]) -> dict:
