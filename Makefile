@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test venv clean-demo lint experiment-synthetic experiment-cmc experiment-rgcl
+.PHONY: demo test venv serve clean-demo lint experiment-synthetic experiment-cmc experiment-rgcl
 
 venv: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# one whole cycle (the retrain flow, as the nightly deployment runs it) on the demo inbox
 demo: $(STAMP)
-	$(BIN)/mmd demo
+	$(BIN)/python -m flows.demo
+
+# a local Prefect server (UI on http://127.0.0.1:4200) and the scheduled deployments; Ctrl-C stops both
+serve: $(STAMP)
+	$(BIN)/python -m flows.deploy serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

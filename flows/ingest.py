@@ -1,39 +1,44 @@
 """The ingest flow: pull what is new, then validate it. Runs more often than a retrain.
 
-It wires library calls together and owns only time: retries where the world is flaky,
-one run at a time, a summary artifact. No ML logic lives here.
+It wires library calls together and owns only time: retries where the world is flaky, one run
+at a time (the cycle lock: a retrain cycle ingests too, so this flow waits for one that is
+running), a summary artifact. In a DVC project both stages go through `dvc repro`, so the next
+retrain finds them done. No ML logic lives here.
+
+    python -m flows.ingest [--params params.yaml]
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from mmd.config import load_settings
-from mmd.ingest import run_ingest
-from mmd.validate import run_validate
+from mmd.cycle import cycle_lock, run_stage
 
 
 @task(retries=2, retry_delay_seconds=[10, 60])
-def ingest(params: str) -> dict:
+def ingest(params: str, use_dvc: bool | None) -> dict:
     """Sources are flaky; each retry resumes from the watermarks of the last success."""
-    return run_ingest(load_settings(params), show_progress=False).to_dict()
+    return run_stage(load_settings(params), "ingest", use_dvc)["report"]
 
 
 @task
-def validate(params: str) -> dict:
+def validate(params: str, use_dvc: bool | None) -> dict:
     """A batch-level failure raises: the flow run fails and says why."""
-    return run_validate(load_settings(params)).to_dict()
+    return run_stage(load_settings(params), "validate", use_dvc)["report"]
 
 
-@flow(name="mmd-ingest", flow_run_name="ingest-{params}", log_prints=True)
-def ingest_flow(params: str = "params.yaml") -> dict:
+@flow(name="mmd-ingest", flow_run_name="ingest {params}", log_prints=True)
+def ingest_flow(params: str = "params.yaml", use_dvc: bool | None = None, wait: bool = True) -> dict:
     """Ingest every enabled source, then validate the snapshot."""
     params = str(Path(params).resolve())
-    got = ingest(params)
-    checked = validate(params)
+    with cycle_lock(load_settings(params), wait=wait):
+        got = ingest(params, use_dvc)
+        checked = validate(params, use_dvc)
     create_table_artifact(
         key="mmd-ingest-summary",
         table=[{k: s[k] for k in ("name", "in", "accepted", "quarantined", "duplicates", "skipped")} for s in got["sources"]],
@@ -45,4 +50,8 @@ def ingest_flow(params: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    ingest_flow()
+    cli = argparse.ArgumentParser(description="Ingest and validate what is new, under Prefect.")
+    cli.add_argument("--params", default="params.yaml")
+    cli.add_argument("--no-dvc", dest="use_dvc", action="store_false", default=None, help="call the stages directly")
+    args = cli.parse_args()
+    ingest_flow(args.params, use_dvc=args.use_dvc)

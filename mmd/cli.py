@@ -492,91 +492,72 @@ def search(
     console.print(t)
 
 
-@app.command()
-def demo(
-    params: Path = ParamsOpt,
-    fresh: bool = typer.Option(False, "--fresh", help="Regenerate the demo inbox even if it is there."),
-) -> None:
-    """The main job on the embedded defaults: demo data in the inbox, then ingest, validate, embed, index,
-    synthesize, select, train CMC and RGCL, evaluate, and gate (promote or hold, the moderators' report)."""
+def write_demo_inbox(settings: Settings, fresh: bool = False, batch: int = 0) -> None:
+    """The demo corpus in the params' first inbox source (kept when it is there, unless `fresh`)."""
     from mmd.demo import generate
-    from mmd.ingest import run_ingest
-    from mmd.validate import ValidationFailed, run_validate
 
-    settings = _settings(params)
     inboxes = [s for s in settings.params.ingest.sources if s.type == "inbox" and s.enabled]
     if not inboxes:
         err.print("[red]the demo needs an enabled source of type inbox in the params[/red]")
         raise typer.Exit(2)
     inbox = settings.path(inboxes[0].path)
-    if fresh or not (inbox / "demo").exists():
-        corpus = generate(inbox, settings.params.demo)
+    folder = inbox / ("demo" if batch == 0 else f"demo-batch{batch}")
+    if fresh or not folder.exists():
+        corpus = generate(inbox, settings.params.demo, batch=batch)
         console.print(f"demo inbox: {corpus.memes} memes, {corpus.claims} claims, {corpus.posts} posts "
                       f"(+{corpus.broken} broken on purpose) in {corpus.root}")
-    result = run_ingest(settings, show_progress=sys.stderr.isatty())
-    console.print(_ingest_table(result))
-    with _exits_on(ValidationFailed):
-        vres = run_validate(settings)
-    console.print(_validation_table(vres))
-    from mmd.embed import run_embed
-    from mmd.index import run_index
 
-    eres = run_embed(settings, show_progress=sys.stderr.isatty())
-    console.print(_embed_table(eres))
-    ires = run_index(settings)
-    console.print(_index_table(ires))
-    from mmd.synth.generate import paths as synth_paths, run_synthesize
-    from mmd.synth.select import paths as select_paths, run_select
 
-    console.print(_synthesize_table(run_synthesize(settings)))
-    console.print(_select_table(run_select(settings)))
-    from mmd.models.cmc.train import paths as cmc_paths, run_train_cmc
+@app.command()
+def demo(
+    params: Path = ParamsOpt,
+    fresh: bool = typer.Option(False, "--fresh", help="Regenerate the demo inbox even if it is there."),
+    batch: int = typer.Option(0, "--batch", min=0, help="N > 0: a later batch of new demo items (inbox/demo-batchN)."),
+) -> None:
+    """Write the synthetic demo inbox. `make demo` then runs one whole cycle on it (python -m flows.demo);
+    `mmd demo --batch 1` adds a fresh batch, so the next cycle has something to gate against the champion."""
+    write_demo_inbox(_settings(params), fresh, batch)
 
-    trained = run_train_cmc(settings)
-    m = trained.get("test") or trained["val"]
-    console.print(f"trained cmc ({trained['variant']}) in {trained['seconds']:.0f}s: accuracy {m['accuracy']:.3f}, "
-                  f"macro-F1 {m['macro_f1']:.3f} on {m['n']} held-out items")
-    from mmd.models.rgcl.train import paths as rgcl_paths, run_train_rgcl
 
-    rgcl = run_train_rgcl(settings)
-    m = (rgcl.get("test") or rgcl["val"])["rkc"]
-    console.print(f"trained rgcl in {rgcl['seconds']:.0f}s: RKC accuracy {m['accuracy']:.3f}, macro-F1 "
-                  f"{m['macro_f1']:.3f} on {m['n']} held-out items; its retrieval database holds "
-                  f"{rgcl['data']['train']['items']} items")
-    from mmd.evaluate.evaluate import paths as eval_paths, run_evaluate
-    from mmd.gate import paths as gate_paths, run_gate
+def cycle_tables(settings: Settings, ran: dict) -> list[Table]:
+    """A retrain cycle's summary: one row per stage with its figures, the gate's decisions, and where
+    every output (the report and the e-mail among them) is."""
+    from mmd.cycle import summary_rows
+    from mmd.evaluate.evaluate import paths as eval_paths
+    from mmd.gate import paths as gate_paths
 
-    from mmd.report import send_cycle_report
-
-    run_evaluate(settings)
-    gated = run_gate(settings)
-    console.print(_decision_table(gated))
-    mail = send_cycle_report(settings, gated)
+    t = Table(title="cycle")
+    for col in ("stage", "how", "status", "seconds", "figures"):
+        t.add_column(col, justify="right" if col == "seconds" else "left")
+    for r in summary_rows(ran):
+        t.add_row(r["stage"], r["how"], r["status"], f"{r['seconds']:.1f}", r["figures"])
+    mail, version = ran.get("email") or {}, ran.get("version") or {}
+    t.add_row("email", "", "queued" if mail.get("queued") else "sent" if mail.get("sent") else "-", "",
+              "; ".join(mail.get("errors") or []) or f"{len(mail.get('sent') or [])} sent, "
+              f"{len(mail.get('queued') or [])} waiting in the outbox")
+    t.add_row("version", "", "pushed" if version.get("pushed") else "-", "",
+              version.get("skipped") or f"remote {version.get('remote') or '-'}, commit {version.get('commit') or '-'}")
     out = Table(title="outputs", show_header=False)
     out.add_column("what")
     out.add_column("where")
-    out.add_row("items (all ingested)", str(result.items_path))
-    out.add_row("items (validated)", str(vres.items_path))
-    out.add_row("quarantine (ingest)", str(result.quarantine_path))
-    out.add_row("quarantine (validate)", str(vres.quarantine_path))
-    out.add_row("validation report", str(vres.html_path))
-    out.add_row("ingest metrics", str(settings.reports_dir / "ingest.json"))
-    out.add_row("embeddings", str(eres.vectors_path))
-    out.add_row(f"vector store ({ires.backend})", str(settings.data_dir / settings.params.index.path))
-    out.add_row("synthetic pool", str(synth_paths(settings)["pool"]))
-    out.add_row("selected synthetic set", str(select_paths(settings)["selected"]))
-    out.add_row("selection report", str(select_paths(settings)["report"]))
-    out.add_row("CMC model", str(cmc_paths(settings)["model"]))
-    out.add_row("CMC metrics and plots", f"{cmc_paths(settings)['report']}, {cmc_paths(settings)['plots']}/")
-    out.add_row("RGCL model", str(rgcl_paths(settings)["model"]))
-    out.add_row("RGCL metrics and plots", f"{rgcl_paths(settings)['report']}, {rgcl_paths(settings)['plots']}/")
-    out.add_row("holdout evaluation", f"{eval_paths(settings)['report']}, {eval_paths(settings)['plots']}/")
-    out.add_row("gate decisions, drift", f"{gate_paths(settings)['report']}, {gate_paths(settings)['drift']}/")
-    out.add_row("model registry", str(gate_paths(settings)["registry"]))
-    out.add_row("moderators' report", str(gate_paths(settings)["cycle"]))
-    out.add_row("e-mail to moderators", str(mail.outbox) + (" (queued)" if mail.queued else " (sent)"))
-    console.print(out)
-    console.print(f'try: .venv/bin/mmd search "wake up sheeple" -k 5{"" if params == Path("params.yaml") else f" --params {params}"}')
+    d, r = settings.data_dir, settings.reports_dir
+    for what, where in (
+        ("items (validated)", d / "validated" / "items.parquet"),
+        ("quarantine (ingest, validate)", f"{d / 'ingested' / 'quarantine.parquet'}, {d / 'validated' / 'quarantine.parquet'}"),
+        ("validation report", r / "validation.html"),
+        ("embeddings", d / "embeddings" / "items.parquet"),
+        (f"vector store ({settings.params.index.backend})", d / settings.params.index.path),
+        ("synthetic pool, selected set", f"{d / 'synthetic' / 'pool.parquet'}, {d / 'selected' / 'selected.parquet'}"),
+        ("models", ", ".join(str(d / "models" / f) for f in settings.params.evaluate.families)),
+        ("holdout evaluation", f"{eval_paths(settings)['report']}, {eval_paths(settings)['plots']}/"),
+        ("gate decisions, drift", f"{gate_paths(settings)['report']}, {gate_paths(settings)['drift']}/"),
+        ("model registry", gate_paths(settings)["registry"]),
+        ("moderators' report", gate_paths(settings)["cycle"]),
+        ("e-mail to moderators", mail.get("path") or mail.get("outbox") or "-"),
+    ):
+        out.add_row(what, str(where))
+    gate = (ran.get("gate") or {}).get("report") or {}
+    return [t] + ([_decision_table(gate)] if gate.get("families") else []) + [out]
 
 
 def main() -> None:  # pragma: no cover

@@ -8,8 +8,9 @@ live here: a source names the environment variable that holds its key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -375,6 +376,51 @@ class DemoConfig(_Strict):
     posts: int = Field(40, ge=0)
 
 
+# --------------------------------------------------------------------------- cycle
+_CRON = re.compile(r"@(yearly|annually|monthly|weekly|daily|hourly)|[0-9*,/\-A-Za-z?]+(\s+[0-9*,/\-A-Za-z?]+){4}")
+
+
+class DeploymentConfig(_Strict):
+    """One scheduled deployment of a flow (flows/deploy.py)."""
+
+    flow: Literal["ingest", "retrain"]
+    cron: str | None = None             # a cron expression in `cycle.timezone`; None: run only when triggered
+    paused: bool = False                # registered with its schedule paused
+    parameters: dict[str, Any] = Field(default_factory=dict)  # the flow's parameters, e.g. {params: configs/x.yaml}
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _cron_shape(self) -> "DeploymentConfig":
+        # the shape only (Prefect checks the values when it registers the schedule)
+        if self.cron is not None and not _CRON.fullmatch(self.cron.strip()):
+            raise ValueError(f"cron {self.cron!r} is not five cron fields (minute hour day month weekday) nor a @macro")
+        return self
+
+
+class CycleConfig(_Strict):
+    """The scheduled loop (flows/): when it runs and what a cycle does around its stages."""
+
+    dvc: Literal["auto", "on", "off"] = "auto"   # stages through `dvc repro`; auto: in a DVC project
+    wait: bool = False                  # a cycle that finds another running is refused (false) or waits (true)
+    push: Literal["auto", "on", "off"] = "auto"  # `dvc push` after a cycle; auto: when DVC has a default remote
+    commit: bool = False                # git-commit dvc.lock after a cycle (what a clean clone reproduces)
+    timezone: str = "UTC"               # of the cron schedules
+    deployments: dict[str, DeploymentConfig] = Field(default_factory=lambda: {
+        "ingest-hourly": DeploymentConfig(flow="ingest", cron="0 * * * *"),
+        "retrain-nightly": DeploymentConfig(flow="retrain", cron="30 2 * * *"),
+    })
+
+    @model_validator(mode="after")
+    def _known_timezone(self) -> "CycleConfig":
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        return self
+
+
 # --------------------------------------------------------------------------- root
 class Params(_Strict):
     paths: PathsConfig = PathsConfig()
@@ -392,6 +438,7 @@ class Params(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig = GateConfig()
     notify: NotifyConfig = NotifyConfig()
+    cycle: CycleConfig = CycleConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -148,10 +148,12 @@ class Delivery:
     errors: list[str] = field(default_factory=list)  # human-readable reasons, scrubbed of secrets
     outbox: Path = Path("outbox")
     message_id: str | None = None  # the id of the message this call wrote (send_report only)
+    duplicate: str | None = None  # the earlier file of the same report, when it was not written again
+    path: str | None = None  # where the message this call wrote (or its earlier copy) lies
 
     def to_dict(self) -> dict:
         return {"sent": list(self.sent), "queued": list(self.queued), "errors": list(self.errors),
-                "outbox": str(self.outbox), "message_id": self.message_id}
+                "outbox": str(self.outbox), "message_id": self.message_id, "duplicate": self.duplicate, "path": self.path}
 
 
 # --- the message -------------------------------------------------------------------------
@@ -187,12 +189,13 @@ def _one_line(text: str) -> str:
 
 
 def build_message(cfg: NotifyConfig, html_body: str, summary: str, attachments: Sequence[Path],
-                  when: str | None = None) -> EmailMessage:
+                  when: str | None = None, key: str | None = None) -> EmailMessage:
     """The report: a short plain-text part, then the HTML body, then the attachments.
 
     Attachments that are missing, not files, or over `max_attachment_bytes` are left out and
     named in the plain-text part (and in a note at the end of the HTML, which is what most
-    mail clients show). `when` (ISO time; default now) gives the Date header and `{date}`.
+    mail clients show). `when` (ISO time; default now) gives the Date header and `{date}`;
+    `key` (what the message reports on, e.g. one gate decision) makes the Message-ID stable.
     """
     dt = _when(when)
     domain = cfg.sender.rpartition("@")[2] or "localhost"
@@ -201,7 +204,8 @@ def build_message(cfg: NotifyConfig, html_body: str, summary: str, attachments: 
     msg["From"] = cfg.sender
     msg["To"] = ", ".join(cfg.to)
     msg["Date"] = email.utils.format_datetime(dt)
-    msg["Message-ID"] = email.utils.make_msgid(idstring="mmd", domain=domain)
+    msg["Message-ID"] = (f"<mmd.{hashlib.sha256(key.encode()).hexdigest()[:24]}@{domain}>" if key
+                         else email.utils.make_msgid(idstring="mmd", domain=domain))
     msg["Auto-Submitted"] = "auto-generated"  # no vacation replies to the pipeline
 
     included: list[tuple[Path, bytes]] = []
@@ -276,11 +280,23 @@ def _message_id(path: Path) -> str:
         return path.stem
 
 
+def _digest(message_id: str) -> str:
+    return hashlib.sha256(str(message_id).encode()).hexdigest()[:12]
+
+
+def already_written(outbox: Path, message_id: str) -> Path | None:
+    """The queued or sent file of this Message-ID, if the outbox has one."""
+    for folder in (outbox, outbox / "sent"):
+        for p in folder.glob(f"*-{_digest(message_id)}.eml") if folder.is_dir() else ():
+            return p
+    return None
+
+
 def write_outbox(msg: EmailMessage, outbox: Path) -> Path:
     """`<outbox>/<UTC timestamp>-<hash of Message-ID>.eml`, atomically (tmp + rename)."""
     outbox.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    digest = hashlib.sha256(str(msg["Message-ID"]).encode()).hexdigest()[:12]
+    digest = _digest(msg["Message-ID"])
     path = outbox / f"{stamp}-{digest}.eml"
     tmp = outbox / f".{path.name}.tmp"  # not *.eml: a half-written file is never picked up
     with tmp.open("wb") as f:
@@ -468,27 +484,36 @@ def _flush_into(cfg: NotifyConfig, outbox: Path, env: Mapping[str, str] | None, 
 
 
 def send_report(cfg: NotifyConfig, data_dir: Path, html_body: str, summary: str,
-                attachments: Sequence[Path] = (), env: Mapping[str, str] | None = None) -> Delivery:
+                attachments: Sequence[Path] = (), env: Mapping[str, str] | None = None,
+                key: str | None = None) -> Delivery:
     """Write the report into the outbox, then flush the outbox (older queued messages first).
 
     Attachments are `cfg.attach` (relative paths under `data_dir`) and then `attachments`.
     Disabled: nothing written, an empty Delivery. Never raises for a mail failure; a message
-    that cannot even be written to the outbox is still tried directly over SMTP.
+    that cannot even be written to the outbox is still tried directly over SMTP. With a `key`,
+    a report already in the outbox (queued or sent) is not written again: a cycle resumed after
+    a crash, or re-run with nothing new, does not mail the same decision twice.
     """
     outbox = _outbox(cfg, data_dir)
     delivery = Delivery(outbox=outbox)
     if not cfg.enabled:
         return delivery
     files = [p if p.is_absolute() else Path(data_dir) / p for p in map(Path, cfg.attach)] + [Path(p) for p in attachments]
-    msg = build_message(cfg, html_body, summary, files)
+    msg = build_message(cfg, html_body, summary, files, key=key)
     delivery.message_id = str(msg["Message-ID"])
     try:
-        write_outbox(msg, outbox)
+        if key and (earlier := already_written(outbox, delivery.message_id)):
+            delivery.duplicate = delivery.path = str(earlier)
+            log.info("report %s is already in the outbox (%s); not written again", delivery.message_id, earlier)
+        else:
+            delivery.path = str(write_outbox(msg, outbox))
     except OSError as e:
         delivery.errors.append(f"could not write the report to {outbox}: {_describe(e)}")
         if cfg.transport == "smtp":
             _send_unqueued(cfg, msg, env, delivery)
     _flush_into(cfg, outbox, env, delivery)
+    if delivery.path and not Path(delivery.path).exists() and (outbox / "sent" / Path(delivery.path).name).exists():
+        delivery.path = str(outbox / "sent" / Path(delivery.path).name)  # delivered: it moved
     return delivery
 
 

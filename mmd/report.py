@@ -167,4 +167,6 @@ def send_cycle_report(settings: Settings, gate: dict, env=None):
     attachments = [gate_paths(settings)["report"]] + sorted(
         p for f in gate.get("families", {}) for p in (drift / f"{f}-data.html", drift / f"{f}-embeddings.html")
         if p.is_file())
-    return send_report(settings.params.notify, settings.data_dir, body, summary, attachments, env=env)
+    # one message per gate decision: a resumed cycle whose gate DVC skipped does not mail it twice
+    key = f"{settings.data_dir}|{gate.get('gated_at')}|{summary}"
+    return send_report(settings.params.notify, settings.data_dir, body, summary, attachments, env=env, key=key)

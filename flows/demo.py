@@ -1,0 +1,39 @@
+"""`make demo`: the main job on the embedded defaults, start to end.
+
+The synthetic demo inbox (written once; `--fresh` rewrites it, `--batch N` adds a later batch),
+then one whole cycle exactly as the scheduled deployment runs it (the retrain flow: every stage,
+the gate, the report, the e-mail to the outbox, dvc push), then a summary table and the paths of
+the report and the e-mail.
+
+    python -m flows.demo [--params params.yaml] [--fresh] [--batch N]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from flows.retrain import retrain_flow
+from mmd.cli import console, cycle_tables, write_demo_inbox
+from mmd.config import load_settings
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cli = argparse.ArgumentParser(description="One whole mmd cycle on the demo inbox.")
+    cli.add_argument("--params", default="params.yaml")
+    cli.add_argument("--fresh", action="store_true", help="rewrite the demo inbox")
+    cli.add_argument("--batch", type=int, default=0, help="N > 0: add a later batch of demo items first")
+    args = cli.parse_args(argv)
+    settings = load_settings(args.params)
+    write_demo_inbox(settings, fresh=args.fresh)
+    if args.batch:
+        write_demo_inbox(settings, fresh=args.fresh, batch=args.batch)
+    ran = retrain_flow(str(settings.params_file))
+    for table in cycle_tables(settings, ran):
+        console.print(table)
+    console.print(f'try: .venv/bin/mmd search "wake up sheeple" -k 5'
+                  f'{"" if args.params == "params.yaml" else f" --params {args.params}"}')
+    return ran
+
+
+if __name__ == "__main__":
+    main()
