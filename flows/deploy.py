@@ -108,10 +108,6 @@ def serve_deployments(settings: Settings, host: str = "127.0.0.1", port: int = 4
     from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    def term(signum, frame):  # SIGTERM stops like Ctrl-C: serving first, then the server
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, term)
     with contextlib.ExitStack() as stack:
         url = os.environ.get("PREFECT_API_URL")
         if not url:
@@ -123,7 +119,7 @@ def serve_deployments(settings: Settings, host: str = "127.0.0.1", port: int = 4
               + next((d.name for d in deployments if d.flow_name == "mmd-retrain"), "retrain-nightly") + "'")
         try:
             serve(*deployments)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (Prefect's runner exits on it): serving stops first
             pass
     print("stopped serving, then the server")
 
