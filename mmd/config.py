@@ -403,7 +403,7 @@ class CycleConfig(_Strict):
     dvc: Literal["auto", "on", "off"] = "auto"   # stages through `dvc repro`; auto: in a DVC project
     wait: bool = False                  # a cycle that finds another running is refused (false) or waits (true)
     push: Literal["auto", "on", "off"] = "auto"  # `dvc push` after a cycle; auto: when DVC has a default remote
-    commit: bool = False                # git-commit dvc.lock after a cycle (what a clean clone reproduces)
+    commit: bool = False                # git-commit dvc.lock, metrics and reports after a cycle (what a clone reproduces)
     timezone: str = "UTC"               # of the cron schedules
     deployments: dict[str, DeploymentConfig] = Field(default_factory=lambda: {
         "ingest-hourly": DeploymentConfig(flow="ingest", cron="0 * * * *"),

@@ -169,16 +169,37 @@ def _default_remote(root: Path) -> str | None:
     return name if proc.returncode == 0 and name and "No default remote" not in name else None
 
 
+def _tracked_outputs(root: Path) -> list[str]:
+    """What git keeps of a DVC pipeline: dvc.lock, the outputs git does not ignore (the metrics, plots and
+    reports declared `cache: false`) and the .gitignore files DVC writes for the outputs it caches."""
+    import yaml
+
+    git = _tool("git")
+    locks = [p for p in ("dvc.lock", "gpu/dvc.lock") if (root / p).exists()]
+    outs: list[str] = []
+    for lock in locks:
+        base = (root / lock).parent
+        for stage in (yaml.safe_load((root / lock).read_text()) or {}).get("stages", {}).values():
+            for out in stage.get("outs", []):
+                path = (base / out["path"]).resolve()
+                if path.exists():
+                    outs.append(str(path.relative_to(root)))
+    ignored = set(subprocess.run([git, "check-ignore", "--stdin"], cwd=root, input="\n".join(outs),
+                                 capture_output=True, text=True).stdout.split())
+    untracked = _run([git, "status", "--porcelain", "--untracked-files=all"], root, "git status").stdout.splitlines()
+    gitignores = [line[3:] for line in untracked if line.endswith(".gitignore")]
+    return locks + [o for o in outs if o not in ignored] + gitignores
+
+
 def _git_commit(root: Path, message: str, sender: str) -> str | None:
-    """Commit dvc.lock (and the .gitignore files DVC staged); the new commit, or None when nothing changed."""
+    """Commit what a clean clone needs beside `dvc pull` (`_tracked_outputs`); the new commit, or None
+    when nothing changed. Only those paths are committed, whatever else is staged."""
     git = _tool("git")
     if subprocess.run([git, "rev-parse", "--git-dir"], cwd=root, capture_output=True).returncode != 0:
         raise RuntimeError(f"cycle.commit is on but {root} is not a git repository")
-    locks = [p for p in ("dvc.lock", "gpu/dvc.lock") if (root / p).exists()]
-    _run([git, "add", "--", *locks], root, "git add dvc.lock")
-    staged = _run([git, "diff", "--cached", "--name-only"], root, "git diff").stdout.split()
-    paths = [p for p in staged if p in locks or Path(p).name == ".gitignore"]
-    if not paths:
+    paths = _tracked_outputs(root)
+    _run([git, "add", "--", *paths], root, "git add")
+    if subprocess.run([git, "diff", "--cached", "--quiet", "--", *paths], cwd=root).returncode == 0:
         return None
     # an unattended machine often has no git identity: the cycle commits as mmd <notify.sender>
     has_identity = subprocess.run([git, "config", "--get", "user.email"], cwd=root, capture_output=True).returncode == 0

@@ -1,0 +1,187 @@
+"""A cycle in a DVC project, for real: killed mid-way (SIGKILL to the flow, DVC and the stage) and
+started again, it resumes (DVC skips what was done), ends with no duplicate points in Qdrant, a
+consistent registry and one e-mail; a second cycle at the same time is refused; a clean clone
+with `dvc pull` reproduces the promoted models' metrics; `dvc exp run --set-param` gives a
+what-if run that leaves the champion alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from .conftest import REPO, default_params
+from .test_deploy import SMALL, _free_port
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+FAMILIES = ("cmc", "rgcl")
+
+
+def _run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def _git(root: Path, *args: str) -> str:
+    return _run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args], root).stdout
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A deployment repository: code, params and dvc.yaml committed, a DVC remote, the demo inbox as its source."""
+    from mmd.config import load_settings
+    from mmd.demo import generate
+
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copytree(REPO / "mmd", root / "mmd", ignore=shutil.ignore_patterns("__pycache__"))
+    params = default_params()
+    for name, values in SMALL.items():
+        params[name].update(values)
+    params["cycle"].update(commit=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / ".gitignore").write_text("/inbox/\n.prefect/\n__pycache__/\n")
+    _git(root, "init", "-q")
+    _run([str(BIN / "dvc"), "init", "-q"], root)
+    _run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
+    _run([str(BIN / "dvc"), "remote", "add", "-d", "storage", str(tmp_path / "remote")], root)
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "the deployment")
+    settings = load_settings(root / "params.yaml")
+    generate(settings.path("inbox"), settings.params.demo)
+    return root
+
+
+def _points(settings) -> dict[str, list[str]]:
+    """The item ids in every collection the cycle writes that exists now."""
+    from mmd.models.rgcl.train import candidate_collection
+    from mmd.store import open_store
+
+    index, rgcl = settings.params.index, settings.params.rgcl
+    names = (index.items_collection, index.synthetic_collection, rgcl.collection, candidate_collection(rgcl))
+    with open_store(index, settings.data_dir) as store:
+        return {name: store.ordered_ids(name) for name in names if store.info(name) is not None}
+
+
+def test_a_killed_cycle_resumes_and_a_clean_clone_reproduces_the_promoted_models(project: Path, tmp_path: Path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness  # noqa: F401 - the server below is a real one
+
+    from flows.deploy import local_server
+    from flows.retrain import retrain_flow
+    from mmd.config import load_settings
+    from mmd.cycle import CycleRunning, cycle_lock
+    from mmd.registry import Registry
+
+    settings = load_settings(project / "params.yaml")
+    reports = project / "reports"
+    with local_server("127.0.0.1", _free_port(), tmp_path / "prefect-home") as url, \
+            temporary_settings(updates={PREFECT_API_URL: url}):
+        env = dict(os.environ, PREFECT_API_URL=url, PYTHONUNBUFFERED="1")
+        log = tmp_path / "killed.log"
+        killed = subprocess.Popen([sys.executable, "-m", "flows.retrain", "--params", str(project / "params.yaml")],
+                                  cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            # killed while the second detector trains: after train_cmc left its report
+            deadline = time.monotonic() + 600
+            while not (reports / "train_cmc.json").exists():
+                assert killed.poll() is None, log.read_text()[-4000:]
+                assert time.monotonic() < deadline, log.read_text()[-4000:]
+                time.sleep(0.2)
+            # meanwhile a second cycle is refused, naming the running one
+            with pytest.raises(CycleRunning, match=r"a cycle is already running \(pid \d+ since"):
+                with cycle_lock(settings):
+                    pass
+            time.sleep(1.0)
+            os.killpg(killed.pid, signal.SIGKILL)
+            killed.wait(timeout=30)
+        finally:
+            if killed.poll() is None:
+                os.killpg(killed.pid, signal.SIGKILL)
+        assert not (reports / "gate.json").exists()  # it never got that far
+
+        ran = retrain_flow(str(project / "params.yaml"))  # started again
+    status = {name: run["status"] for name, run in ran.items() if isinstance(run, dict) and "how" in run}
+    assert {ran[s]["how"] for s in status} == {"dvc"}
+    # what was done before the kill is not redone (ingest and index always run; both are incremental)
+    for name in ("validate", "embed", "synthesize", "select"):
+        assert status[name] == "skipped", (name, status)
+    assert ran["ingest"]["report"]["totals"]["accepted"] == 0
+    assert ran["index"]["report"]["upserted"] == 0
+    assert status["train_rgcl"] == status["evaluate"] == status["gate"] == "ran"
+    gate = ran["gate"]["report"]
+    assert {(f, d["action"], d["champion_after"]) for f, d in gate["families"].items()} == {("cmc", "promote", 1),
+                                                                                           ("rgcl", "promote", 1)}
+
+    # no duplicate points: one per embedded item, per synthetic item, per RKC database row
+    points = _points(settings)
+    assert all(len(ids) == len(set(ids)) for ids in points.values()), {n: len(ids) for n, ids in points.items()}
+    items = pq.read_table(project / "data" / "embeddings" / "items.parquet").column("id").to_pylist()
+    assert sorted(points["items"]) == sorted(items)
+    assert len(points["synthetic"]) == pq.read_table(project / "data" / "synthetic" / "pool.parquet").num_rows
+    database = pq.read_table(project / "data" / "models" / "rgcl" / "database.parquet").num_rows
+    assert len(points["rgcl_candidate"]) == database
+    # a consistent registry: one version per family, the champion, its files intact, one event of each kind
+    registry = Registry(project / "data" / "registry")
+    champions = {}
+    for family in FAMILIES:
+        (version,) = registry.versions(family)
+        champion = registry.champion(family)
+        assert champion.number == version.number == 1 and champion.verify()
+        assert [e["event"] for e in registry.history(family)] == ["registered", "promoted"]
+        champions[family] = champion
+    # one e-mail for the one decision
+    assert len(list((project / "data" / "outbox").glob("*.eml"))) == 1
+    # versioned: dvc.lock committed by the cycle, data and models in the remote
+    assert ran["version"]["pushed"] and ran["version"]["commit"]
+    assert _git(project, "log", "-1", "--format=%s").startswith("mmd cycle ")
+    assert "dvc.lock" not in _git(project, "status", "--porcelain")
+    committed = _git(project, "show", "--name-only", "--format=", "HEAD").split()
+    assert {"dvc.lock", "reports/evaluate.json", "reports/gate.json", "reports/cycle.html"} <= set(committed)
+
+    # a clean clone: dvc pull, the models and their evaluation removed, dvc repro rebuilds them
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    shutil.copytree(project / "inbox", clone / "inbox")  # the same sources are reachable there
+    _run([str(BIN / "dvc"), "pull", "-q"], clone)
+    for out in ("data/models", "data/evaluation"):
+        shutil.rmtree(clone / out)
+    out = _run([str(BIN / "dvc"), "repro"], clone).stdout
+    for stage in ("train_cmc", "train_rgcl", "evaluate"):
+        assert f"Running stage '{stage}'" in out, out
+    for stage in ("validate", "embed", "synthesize", "select"):
+        assert f"Stage '{stage}' didn't change, skipping" in out, out
+    original = json.loads((reports / "evaluate.json").read_text())
+    reproduced = json.loads((clone / "reports" / "evaluate.json").read_text())
+    for family in FAMILIES:
+        a, b = original["families"][family]["holdout"], reproduced["families"][family]["holdout"]
+        for metric in ("accuracy", "macro_f1", "auroc", "n"):
+            assert a[metric] == b[metric], (family, metric, a[metric], b[metric])
+        assert champions[family].metrics["holdout"]["macro_f1"] == b["macro_f1"]
+    diff = _run([str(BIN / "dvc"), "metrics", "diff", "--json"], clone).stdout
+    changed = {path: {k: v for k, v in values.items() if k.startswith("families.") and k.endswith(".holdout.macro_f1")
+                      and v.get("diff") not in (None, 0)}
+               for path, values in json.loads(diff or "{}").items()}
+    assert not any(changed.values()), changed
+
+    # a what-if run: another setting for one detector, decided and reported, the champion left in place
+    _run([str(BIN / "dvc"), "exp", "run", "-S", "cmc.hidden=16", "-S", "gate.promote=false", "--name", "smaller-cmc"],
+         clone)
+    shown = json.loads(_run([str(BIN / "dvc"), "exp", "show", "--json"], clone).stdout)
+    names = [e.get("name") for row in shown for e in (row.get("experiments") or []) for e in (e.get("revs") or [e])]
+    assert "smaller-cmc" in names, shown
+    assert Registry(clone / "data" / "registry").champion("cmc").number == 1
