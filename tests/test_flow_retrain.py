@@ -41,3 +41,52 @@ def test_the_retrain_flow_runs_a_cycle_and_refuses_a_second_at_once(tmp_path, ti
     assert {d["action"] for d in gate["families"].values()} == {"promote"}
     # the embedded default writes the report to the outbox
     assert ran["email"]["queued"] and list((settings.data_dir / "outbox").glob("*.eml"))
+
+
+def test_with_the_mail_server_down_the_cycle_completes_and_the_next_cycle_delivers_both_reports(
+        tmp_path, tiny_open_clip, monkeypatch):
+    import email
+    import email.policy
+
+    from aiosmtpd.controller import Controller
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.retrain import retrain_flow
+    from mmd.demo import generate
+
+    from .conftest import prepare_demo_project
+    from .test_notify import Sink, free_port
+
+    settings = prepare_demo_project(tmp_path, tiny_open_clip, dict(memes=24, claims=12, posts=18),
+                                    notify={"transport": "smtp", "timeout_s": 5}, **SMALL)
+    port = free_port()
+    monkeypatch.setenv("MMD_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("MMD_SMTP_PORT", str(port))
+    monkeypatch.setenv("MMD_SMTP_TLS", "none")
+    outbox = settings.data_dir / "outbox"
+    with prefect_test_harness(server_startup_timeout=120):
+        first = retrain_flow(str(settings.params_file), use_dvc=False)  # nothing listens on the port
+        assert first["email"]["queued"] and not first["email"]["sent"]
+        assert "Connection refused" in " ".join(first["email"]["errors"])
+        (queued,) = outbox.glob("*.eml")
+        assert json.loads(queued.with_suffix(".json").read_text())["attempts"] == 1
+
+        sink = Sink()
+        controller = Controller(sink, hostname="127.0.0.1", port=port)
+        controller.start()
+        try:
+            generate(settings.path("inbox"), settings.params.demo, batch=1)  # something new to decide on
+            second = retrain_flow(str(settings.params_file), use_dvc=False)
+        finally:
+            controller.stop()
+    assert len(second["email"]["sent"]) == 2 and not second["email"]["queued"]
+    messages = [email.message_from_bytes(e.content, policy=email.policy.default) for e in sink.envelopes]
+    assert [m["Message-ID"] for m in messages] == [first["email"]["message_id"], second["email"]["message_id"]]
+    for message, cycle in zip(messages, (first, second)):
+        assert message["To"] == "moderators@example.org"
+        assert "mmd cycle report" in message.get_body(("html",)).get_content()
+        attached = {part.get_filename(): part for part in message.iter_attachments()}
+        assert "gate.json" in attached
+        gated = json.loads(attached["gate.json"].get_content())
+        assert gated["gated_at"] == cycle["gate"]["report"]["gated_at"]
+    assert not list(outbox.glob("*.eml")) and len(list((outbox / "sent").glob("*.eml"))) == 2

@@ -1,0 +1,111 @@
+"""The cycle's own pieces, fast: the lock between processes, the stage list, the DVC switch, the
+summary, and versioning outside and inside a DVC project."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mmd.cycle import (CycleRunning, cycle_lock, cycle_stages, run_stage, summary_rows, uses_dvc, version_cycle)
+
+
+def _hold_lock_in_another_process(settings, seconds: float) -> subprocess.Popen:
+    code = (f"import time; from mmd.config import load_settings; from mmd.cycle import cycle_lock\n"
+            f"with cycle_lock(load_settings({str(settings.params_file)!r})):\n"
+            f"    print('held', flush=True); time.sleep({seconds})\n"
+            f"print('released', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_cycle_is_refused_naming_the_first_or_waits_for_it(make_settings):
+    settings = make_settings()
+    holder = _hold_lock_in_another_process(settings, 2.0)
+    try:
+        with pytest.raises(CycleRunning, match=rf"a cycle is already running \(pid {holder.pid} since .*refused"):
+            with cycle_lock(settings):
+                pass
+        start = time.monotonic()
+        with cycle_lock(settings, wait=True, poll_s=0.1):
+            waited = time.monotonic() - start
+            assert holder.stdout.readline().strip() == "released"  # only once the first cycle had ended
+    finally:
+        holder.kill()
+    assert waited > 1.0
+
+
+def test_a_killed_holder_frees_the_lock(make_settings):
+    settings = make_settings()
+    holder = _hold_lock_in_another_process(settings, 60.0)
+    holder.kill()
+    holder.wait()
+    with cycle_lock(settings):  # the kernel released it with the process
+        pass
+
+
+def test_the_stages_of_a_cycle_follow_the_families(make_settings):
+    assert cycle_stages(make_settings()) == ["ingest", "validate", "embed", "index", "synthesize", "select",
+                                             "train_cmc", "train_rgcl", "evaluate", "gate"]
+    assert cycle_stages(make_settings(evaluate={"families": ["rgcl", "lmm"]}))[6:8] == ["train_rgcl", "train_lmm"]
+    with pytest.raises(ValueError, match="unknown stage 'train_bert'"):
+        run_stage(make_settings(), "train_bert")
+
+
+def test_dvc_auto_means_a_dvc_project_and_on_off_override_it(make_settings, tmp_path):
+    assert not uses_dvc(make_settings())  # tmp_path holds no dvc.yaml
+    assert uses_dvc(make_settings(cycle={"dvc": "on"}))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / ".dvc").mkdir()
+    assert uses_dvc(make_settings()) and not uses_dvc(make_settings(cycle={"dvc": "off"}))
+    assert not uses_dvc(make_settings(), override=False)
+
+
+def test_bad_schedules_are_config_errors(make_settings):
+    from mmd.config import ConfigError
+
+    with pytest.raises(ConfigError, match="cycle.deployments.nightly"):
+        make_settings(cycle={"deployments": {"nightly": {"flow": "retrain", "cron": "every night"}}})
+    with pytest.raises(ConfigError, match="cycle.deployments.x.flow"):
+        make_settings(cycle={"deployments": {"x": {"flow": "train"}}})
+    with pytest.raises(ConfigError, match="unknown timezone 'Mars/Olympus'"):
+        make_settings(cycle={"timezone": "Mars/Olympus"})
+    ok = make_settings(cycle={"timezone": "Europe/Berlin", "deployments": {"weekly": {"flow": "retrain", "cron": "@weekly"}}})
+    assert ok.params.cycle.deployments["weekly"].cron == "@weekly" and ok.params.cycle.timezone == "Europe/Berlin"
+
+
+def test_summary_rows_give_each_stage_its_figures():
+    ran = {
+        "ingest": {"how": "dvc", "status": "ran", "seconds": 1.5,
+                   "report": {"totals": {"in": 10, "accepted": 7, "quarantined": 2, "duplicates": 1, "skipped": 0}}},
+        "validate": {"how": "dvc", "status": "skipped", "seconds": 0.4,
+                     "report": {"in": 7, "accepted": 6, "quarantined": 1, "pass_rate": 6 / 7}},
+        "gate": {"how": "dvc", "status": "ran", "seconds": 3.0,
+                 "report": {"families": {"cmc": {"status": "failed", "action": "hold", "champion_after": 2}}}},
+        "email": {"queued": ["<x>"]},
+    }
+    rows = summary_rows(ran)
+    assert [r["stage"] for r in rows] == ["ingest", "validate", "gate"]
+    assert rows[0]["figures"] == "10 in: 7 accepted, 2 quarantined, 1 duplicates, 0 skipped"
+    assert rows[1] == {"stage": "validate", "how": "dvc", "status": "skipped", "seconds": 0.4,
+                       "figures": "7 in: 6 pass (85.7%), 1 quarantined"}
+    assert rows[2]["figures"] == "cmc failed -> hold (champion v2)"
+
+
+def test_versioning_outside_a_dvc_project_does_nothing(make_settings):
+    out = version_cycle(make_settings(cycle={"commit": True, "push": "on"}), {"families": {}})
+    assert out == {"pushed": False, "remote": None, "commit": None, "skipped": "not a DVC project"}
+
+
+def test_push_on_without_a_remote_is_a_clear_error(make_settings, tmp_path):
+    from .test_cycle_resume import BIN, _run
+
+    _run(["git", "init", "-q"], tmp_path)
+    _run([str(BIN / "dvc"), "init", "-q"], tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    with pytest.raises(RuntimeError, match="cycle.push is on but DVC has no default remote"):
+        version_cycle(make_settings(cycle={"push": "on"}), {"families": {}})
+    assert version_cycle(make_settings(), {"families": {}}) == {"pushed": False, "remote": None, "commit": None}
