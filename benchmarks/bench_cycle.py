@@ -19,7 +19,7 @@ The Prefect server's start is measured once and reported apart (a served deploym
 once; `make demo` pays it per run). Writes JSON with the machine, the load and every figure.
 
     python benchmarks/bench_cycle.py                 # the demo sizes (60 memes, 40 claims, 40 posts)
-    python benchmarks/bench_cycle.py --small         # 20 / 10 / 12 and tiny detectors
+    python benchmarks/bench_cycle.py --small         # configs/small-cycle.yaml: 20 / 10 / 12 and tiny detectors
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,21 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmd.util import cpu_ticks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(
-    demo={"memes": 20, "claims": 10, "posts": 12},
-    select={"k": 20},
-    cmc=dict(epochs=3, fusion_epochs=3, hidden=32, nce={"feat_dim": 16, "k": 16}, block={"mm_dim": 32, "chunks": 4, "rank": 3}),
-    rgcl=dict(map_dim=32, epochs=3, lr=2e-3, rkc={"k": 5}),
-    gate=dict(min_holdout=5, floors={"accuracy": 0.0, "macro_f1": 0.0, "auroc": 0.0, "class_f1": 0.0}, drift={"min_rows": 5}),
-    evaluate=dict(bootstrap=50),
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _sh(cmd: list[str], cwd: Path) -> None:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -67,13 +51,13 @@ def _sh(cmd: list[str], cwd: Path) -> None:
 def project(root: Path, small: bool, dvc: bool) -> Path:
     """A folder with the params (defaults, or the small set) and the demo inbox; with `dvc`, a git + DVC
     project like a deployment's (code, dvc.yaml, a local remote)."""
-    from mmd.config import load_settings
+    from mmd.config import load_settings, merge_params
     from mmd.demo import generate
 
     root.mkdir(parents=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for name, values in (SMALL if small else {}).items():
-        params[name].update(values)
+    if small:
+        params = merge_params(params, yaml.safe_load((ROOT / "configs" / "small-cycle.yaml").read_text()))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if dvc:
         shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
@@ -114,9 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_LEVEL, temporary_settings
-
-    from flows.deploy import local_server
+    from prefect.settings import PREFECT_LOGGING_LEVEL, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
 
     started = time.time()
     work = Path(tempfile.mkdtemp(prefix="bench-cycle-", dir=args.tmp))
@@ -124,9 +107,10 @@ def main() -> None:
         direct_params = project(work / "direct", args.small, dvc=False)
         dvc_params = project(work / "dvc", args.small, dvc=True)
         t0 = time.perf_counter()
-        with local_server("127.0.0.1", _free_port(), work / "prefect-home") as url:
+        # a temporary local server on SQLite that drains this process's log and event workers before it stops
+        with prefect_test_harness(server_startup_timeout=120):
             server_start = time.perf_counter() - t0
-            with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_LOGGING_LEVEL: "WARNING"}):
+            with temporary_settings(updates={PREFECT_LOGGING_LEVEL: "WARNING"}):
                 print("cycle 1 of 3: stages called directly", flush=True)
                 direct = measure(direct_params)
                 print(f"  {direct['wall_s']} s, {direct['stages_s']} s inside stages", flush=True)

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,7 +72,11 @@ def _healthy(url: str) -> bool:
 @contextlib.contextmanager
 def local_server(host: str, port: int, home: Path, timeout_s: float = 120.0) -> Iterator[str]:
     """A Prefect server in a child process (SQLite under `home`) for the block; its API URL.
-    Stopped when the block ends, after whatever used it."""
+    Stopped when the block ends, after whatever used it. Port 0: a free one."""
+    if port == 0:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
     url = f"http://{host}:{port}/api"
     if _healthy(url):
         raise RuntimeError(f"something already answers on {url}: set PREFECT_API_URL={url} to use it, or pick --port")

@@ -482,11 +482,11 @@ def parse_params(data: dict | None, source: str = "params") -> Params:
         raise ConfigError(_format_error(err, source)) from None
 
 
-def _merge(base: dict, override: dict) -> dict:
+def merge_params(base: dict, override: dict) -> dict:
     """Mappings merge key by key; anything else (lists included) is replaced."""
     out = dict(base)
     for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge_params(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -507,7 +507,7 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if base is None:
         return data
     # the base's own relative paths are not rebased: a file that extends another states its paths
-    return _merge(_read(path.parent / str(base), seen + (path.resolve(),)), data)
+    return merge_params(_read(path.parent / str(base), seen + (path.resolve(),)), data)
 
 
 def load_settings(path: str | Path = "params.yaml") -> Settings:

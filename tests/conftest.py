@@ -22,6 +22,17 @@ def default_params() -> dict[str, Any]:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
+# a small, fast cycle (configs/small-cycle.yaml): the sections a whole-cycle test merges over the defaults
+SMALL_CYCLE: dict[str, Any] = yaml.safe_load((REPO / "configs" / "small-cycle.yaml").read_text())
+
+
+def small_cycle_params(**sections: dict) -> dict[str, Any]:
+    """The default params with the small cycle's sections, then `sections`, merged in key by key."""
+    from mmd.config import merge_params
+
+    return merge_params(merge_params(default_params(), SMALL_CYCLE), sections)
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Write a params file into tmp_path (defaults + overrides) and load it.

@@ -19,8 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from .conftest import REPO, default_params
-from .test_deploy import SMALL, _free_port
+from .conftest import REPO, small_cycle_params
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -48,10 +47,7 @@ def project(tmp_path: Path) -> Path:
     root.mkdir()
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(REPO / "mmd", root / "mmd", ignore=shutil.ignore_patterns("__pycache__"))
-    params = default_params()
-    for name, values in SMALL.items():
-        params[name].update(values)
-    params["cycle"].update(commit=True)
+    params = small_cycle_params(cycle={"commit": True})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / ".gitignore").write_text("/inbox/\n.prefect/\n__pycache__/\n")
     _git(root, "init", "-q")
@@ -77,10 +73,9 @@ def _points(settings) -> dict[str, list[str]]:
 
 
 def test_a_killed_cycle_resumes_and_a_clean_clone_reproduces_the_promoted_models(project: Path, tmp_path: Path):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness  # noqa: F401 - the server below is a real one
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
 
-    from flows.deploy import local_server
     from flows.retrain import retrain_flow
     from mmd.config import load_settings
     from mmd.cycle import CycleRunning, cycle_lock
@@ -88,9 +83,10 @@ def test_a_killed_cycle_resumes_and_a_clean_clone_reproduces_the_promoted_models
 
     settings = load_settings(project / "params.yaml")
     reports = project / "reports"
-    with local_server("127.0.0.1", _free_port(), tmp_path / "prefect-home") as url, \
-            temporary_settings(updates={PREFECT_API_URL: url}):
-        env = dict(os.environ, PREFECT_API_URL=url, PYTHONUNBUFFERED="1")
+    # a real local Prefect server for both cycles (the harness drains this process's log and event
+    # workers before it stops the server; the killed cycle is another process, pointed at it)
+    with prefect_test_harness(server_startup_timeout=120):
+        env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONUNBUFFERED="1")
         log = tmp_path / "killed.log"
         killed = subprocess.Popen([sys.executable, "-m", "flows.retrain", "--params", str(project / "params.yaml")],
                                   cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,

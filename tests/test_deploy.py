@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,34 +16,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import REPO, default_params
+from .conftest import REPO, small_cycle_params
+from .test_notify import free_port
 
 pytestmark = pytest.mark.slow
-
-# a small cycle on the real offline encoder (the served runs are other processes: no tiny test models there)
-SMALL = dict(
-    demo={"memes": 20, "claims": 10, "posts": 12},
-    select={"k": 20},
-    cmc=dict(epochs=3, fusion_epochs=3, hidden=32, nce={"feat_dim": 16, "k": 16}, block={"mm_dim": 32, "chunks": 4, "rank": 3}),
-    rgcl=dict(map_dim=32, epochs=3, lr=2e-3, rkc={"k": 5}),
-    gate=dict(min_holdout=5, floors={"accuracy": 0.0, "macro_f1": 0.0, "auroc": 0.0, "class_f1": 0.0}, drift={"min_rows": 5}),
-    evaluate=dict(bootstrap=50),
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _project(root: Path, deployments: dict | None = None) -> Path:
     from mmd.config import load_settings
     from mmd.demo import generate
 
-    params = default_params()
-    for name, values in SMALL.items():
-        params[name].update(values)
+    # a small cycle on the real offline encoder (the served runs are other processes: no tiny test models there)
+    params = small_cycle_params()
     if deployments is not None:
         params["cycle"]["deployments"] = deployments
     root.mkdir(parents=True, exist_ok=True)
@@ -84,7 +67,7 @@ def test_serve_registers_the_scheduled_deployments_and_a_triggered_run_completes
     from flows.deploy import _healthy
 
     params = _project(tmp_path / "project")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     log = tmp_path / "serve.log"
     serve = subprocess.Popen([sys.executable, "-m", "flows.deploy", "serve", "--params", str(params), "--port", str(port)],
@@ -142,7 +125,7 @@ def test_the_deployments_run_on_a_work_pool_worker(tmp_path):
 
     params = _project(tmp_path / "project", deployments={"ingest-on-a-pool": {"flow": "ingest", "cron": "15 * * * *"}})
     env = _env(tmp_path / "prefect-home")
-    with local_server("127.0.0.1", _free_port(), tmp_path / "prefect-home") as url, \
+    with local_server("127.0.0.1", 0, tmp_path / "prefect-home") as url, \
             temporary_settings(updates={PREFECT_API_URL: url}):
         env["PREFECT_API_URL"] = url
         with get_client(sync_client=True) as client:

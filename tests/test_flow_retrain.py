@@ -7,15 +7,11 @@ import json
 
 import pytest
 
+from .conftest import SMALL_CYCLE
+
 pytestmark = pytest.mark.slow
 
-SMALL = dict(
-    select={"k": 20},
-    cmc=dict(epochs=3, fusion_epochs=3, hidden=32, nce={"feat_dim": 16, "k": 16}, block={"mm_dim": 32, "chunks": 4, "rank": 3}),
-    rgcl=dict(map_dim=32, epochs=3, lr=2e-3, rkc={"k": 5}),
-    gate=dict(min_holdout=5, floors={"accuracy": 0.0, "macro_f1": 0.0, "auroc": 0.0, "class_f1": 0.0}, drift={"min_rows": 5}),
-    evaluate=dict(bootstrap=50),
-)
+SMALL = {name: values for name, values in SMALL_CYCLE.items() if name != "demo"}
 
 
 def test_the_retrain_flow_runs_a_cycle_and_refuses_a_second_at_once(tmp_path, tiny_open_clip):
