@@ -37,7 +37,6 @@ from flows.retrain import retrain_flow
 from mmd.config import Settings, load_settings
 
 FLOWS = {"ingest": ingest_flow, "retrain": retrain_flow}
-REPO = Path(__file__).resolve().parents[1]
 
 
 def build_deployments(settings: Settings, entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,

@@ -61,7 +61,7 @@ def publish(ran: dict, mail: dict) -> None:
                     + "<br>".join(d.get("reasons", [])) + " |")
     report = Path(gate.get("report_html", ""))
     links = [f"- [moderators' report]({report.as_uri()})" if report.is_absolute() else "",
-             f"- e-mail: `{mail.get('outbox')}`" + (" (queued)" if mail.get("queued") else " (sent)")]
+             f"- e-mail: `{mail.get('path') or mail.get('outbox')}`" + (" (queued)" if mail.get("queued") else " (sent)")]
     drift = report.parent / "drift" if report.is_absolute() else None
     if drift and drift.is_dir():
         links += [f"- [{p.stem}]({p.as_uri()})" for p in sorted(drift.glob("*.html"))]

@@ -493,13 +493,13 @@ def search(
 
 
 def write_demo_inbox(settings: Settings, fresh: bool = False, batch: int = 0) -> None:
-    """The demo corpus in the params' first inbox source (kept when it is there, unless `fresh`)."""
+    """The demo corpus in the params' first inbox source (kept when it is there, unless `fresh`);
+    ConfigError when the params have no enabled inbox source."""
     from mmd.demo import generate
 
     inboxes = [s for s in settings.params.ingest.sources if s.type == "inbox" and s.enabled]
     if not inboxes:
-        err.print("[red]the demo needs an enabled source of type inbox in the params[/red]")
-        raise typer.Exit(2)
+        raise ConfigError(f"{settings.params_file}: the demo needs an enabled source of type inbox in the params")
     inbox = settings.path(inboxes[0].path)
     folder = inbox / ("demo" if batch == 0 else f"demo-batch{batch}")
     if fresh or not folder.exists():
@@ -516,15 +516,22 @@ def demo(
 ) -> None:
     """Write the synthetic demo inbox. `make demo` then runs one whole cycle on it (python -m flows.demo);
     `mmd demo --batch 1` adds a fresh batch, so the next cycle has something to gate against the champion."""
-    write_demo_inbox(_settings(params), fresh, batch)
+    settings = _settings(params)
+    with _exits_on(ConfigError, code=2):
+        write_demo_inbox(settings, fresh, batch)
 
 
 def cycle_tables(settings: Settings, ran: dict) -> list[Table]:
     """A retrain cycle's summary: one row per stage with its figures, the gate's decisions, and where
     every output (the report and the e-mail among them) is."""
     from mmd.cycle import summary_rows
-    from mmd.evaluate.evaluate import paths as eval_paths
+    from mmd.embed import paths as embed_paths
+    from mmd.evaluate.evaluate import model_dir, paths as eval_paths
     from mmd.gate import paths as gate_paths
+    from mmd.ingest import paths as ingest_paths
+    from mmd.synth.generate import paths as synth_paths
+    from mmd.synth.select import paths as select_paths
+    from mmd.validate.run import paths as validate_paths
 
     t = Table(title="cycle")
     for col in ("stage", "how", "status", "seconds", "figures"):
@@ -540,19 +547,19 @@ def cycle_tables(settings: Settings, ran: dict) -> list[Table]:
     out = Table(title="outputs", show_header=False)
     out.add_column("what")
     out.add_column("where")
-    d, r = settings.data_dir, settings.reports_dir
+    validated, evaluated, gated = validate_paths(settings), eval_paths(settings), gate_paths(settings)
     for what, where in (
-        ("items (validated)", d / "validated" / "items.parquet"),
-        ("quarantine (ingest, validate)", f"{d / 'ingested' / 'quarantine.parquet'}, {d / 'validated' / 'quarantine.parquet'}"),
-        ("validation report", r / "validation.html"),
-        ("embeddings", d / "embeddings" / "items.parquet"),
-        (f"vector store ({settings.params.index.backend})", d / settings.params.index.path),
-        ("synthetic pool, selected set", f"{d / 'synthetic' / 'pool.parquet'}, {d / 'selected' / 'selected.parquet'}"),
-        ("models", ", ".join(str(d / "models" / f) for f in settings.params.evaluate.families)),
-        ("holdout evaluation", f"{eval_paths(settings)['report']}, {eval_paths(settings)['plots']}/"),
-        ("gate decisions, drift", f"{gate_paths(settings)['report']}, {gate_paths(settings)['drift']}/"),
-        ("model registry", gate_paths(settings)["registry"]),
-        ("moderators' report", gate_paths(settings)["cycle"]),
+        ("items (validated)", validated["items"]),
+        ("quarantine (ingest, validate)", f"{ingest_paths(settings)['quarantine']}, {validated['quarantine']}"),
+        ("validation report", validated["html"]),
+        ("embeddings", embed_paths(settings)["vectors"]),
+        (f"vector store ({settings.params.index.backend})", settings.data_dir / settings.params.index.path),
+        ("synthetic pool, selected set", f"{synth_paths(settings)['pool']}, {select_paths(settings)['selected']}"),
+        ("models", ", ".join(str(model_dir(settings, f)) for f in settings.params.evaluate.families)),
+        ("holdout evaluation", f"{evaluated['report']}, {evaluated['plots']}/"),
+        ("gate decisions, drift", f"{gated['report']}, {gated['drift']}/"),
+        ("model registry", gated["registry"]),
+        ("moderators' report", gated["cycle"]),
         ("e-mail to moderators", mail.get("path") or mail.get("outbox") or "-"),
     ):
         out.add_row(what, str(where))

@@ -101,17 +101,17 @@ def uses_dvc(settings: Settings, override: bool | None = None) -> bool:
     return is_dvc_project(settings) if mode == "auto" else mode == "on"
 
 
-def _tool(name: str) -> str:
-    """A command installed beside this Python (the venv), else on PATH."""
-    found = shutil.which(name, path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    if found is None:
-        raise FileNotFoundError(f"{name} is not installed beside this Python nor on PATH")
-    return found
-
-
 def _env() -> dict[str, str]:
     """DVC runs each stage's `mmd …` command in a shell: the venv's commands come first on its PATH."""
     return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def _tool(name: str) -> str:
+    """A command installed beside this Python (the venv), else on PATH."""
+    found = shutil.which(name, path=_env()["PATH"])
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed beside this Python nor on PATH")
+    return found
 
 
 def _run(cmd: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess:
@@ -262,7 +262,7 @@ def _figures(stage: str, r: dict) -> str:
                 f"divergence to real {_num(r.get('divergence_selected'))} vs random {_num(r.get('divergence_random'))}")
     if stage.startswith("train_"):
         m = r.get("val") or {}
-        m = m.get("rkc", m) if isinstance(m, dict) else {}
+        m = m.get("rkc", m)  # RGCL reports its head and RKC; RKC is what it serves
         return f"{r.get('variant') or r.get('model') or stage[6:]}: val macro-F1 {_num(m.get('macro_f1'))} on {m.get('n', '-')} items"
     if stage == "evaluate":
         h = r.get("holdout", {})
@@ -276,7 +276,7 @@ def _figures(stage: str, r: dict) -> str:
 
 
 def summary_rows(ran: dict[str, dict]) -> list[dict]:
-    """One row per stage that ran this cycle: stage, how, status, seconds, figures."""
+    """One row per stage of this cycle (run or skipped by DVC): stage, how, status, seconds, figures."""
     return [{"stage": name, "how": run["how"], "status": run["status"], "seconds": run["seconds"],
              "figures": _figures(name, run.get("report") or {})}
             for name, run in ran.items() if isinstance(run, dict) and "how" in run]

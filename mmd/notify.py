@@ -148,12 +148,11 @@ class Delivery:
     errors: list[str] = field(default_factory=list)  # human-readable reasons, scrubbed of secrets
     outbox: Path = Path("outbox")
     message_id: str | None = None  # the id of the message this call wrote (send_report only)
-    duplicate: str | None = None  # the earlier file of the same report, when it was not written again
-    path: str | None = None  # where the message this call wrote (or its earlier copy) lies
+    path: str | None = None  # where the message this call wrote (or its earlier copy, for a known key) lies
 
     def to_dict(self) -> dict:
         return {"sent": list(self.sent), "queued": list(self.queued), "errors": list(self.errors),
-                "outbox": str(self.outbox), "message_id": self.message_id, "duplicate": self.duplicate, "path": self.path}
+                "outbox": str(self.outbox), "message_id": self.message_id, "path": self.path}
 
 
 # --- the message -------------------------------------------------------------------------
@@ -503,7 +502,7 @@ def send_report(cfg: NotifyConfig, data_dir: Path, html_body: str, summary: str,
     delivery.message_id = str(msg["Message-ID"])
     try:
         if key and (earlier := already_written(outbox, delivery.message_id)):
-            delivery.duplicate = delivery.path = str(earlier)
+            delivery.path = str(earlier)
             log.info("report %s is already in the outbox (%s); not written again", delivery.message_id, earlier)
         else:
             delivery.path = str(write_outbox(msg, outbox))

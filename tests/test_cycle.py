@@ -101,7 +101,7 @@ def test_versioning_outside_a_dvc_project_does_nothing(make_settings):
 
 
 def test_push_on_without_a_remote_is_a_clear_error(make_settings, tmp_path):
-    from .test_cycle_resume import BIN, _run
+    from .test_dvc import BIN, _run
 
     _run(["git", "init", "-q"], tmp_path)
     _run([str(BIN / "dvc"), "init", "-q"], tmp_path)

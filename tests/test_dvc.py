@@ -23,32 +23,36 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
+def dvc_project(root: Path, params: dict, remote: Path) -> Path:
+    """A DVC project in `root` like a deployment's: dvc.yaml, the code, `params`, git and DVC initialised, a
+    local default remote, the demo inbox written; returns `root`."""
     if shutil.which("mmd", path=str(BIN)) is None:
         pytest.skip("the mmd console script is not installed beside this Python")
-    root = tmp_path / "project"
     root.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, root / name)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(REPO / "mmd", root / "mmd", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["demo"].update(memes=12, claims=8, posts=8)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], root)
     _run([str(BIN / "dvc"), "init", "-q"], root)
     _run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
-    _run([str(BIN / "dvc"), "remote", "add", "-d", "local", str(tmp_path / "remote")], root)
+    _run([str(BIN / "dvc"), "remote", "add", "-d", "local", str(remote)], root)
     settings = load_settings(root / "params.yaml")
     generate(settings.path("inbox"), settings.params.demo)
     return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["demo"].update(memes=12, claims=8, posts=8)
+    return dvc_project(tmp_path / "project", params, tmp_path / "remote")
 
 
 STAGES = ("ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl", "evaluate", "gate")

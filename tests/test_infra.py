@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 from importlib.metadata import version
-from pathlib import Path
 
 import pytest
 import yaml

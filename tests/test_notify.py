@@ -252,3 +252,15 @@ def test_settings_from_env():
 def test_subject_cannot_inject_headers(tmp_path):
     msg = build_message(NotifyConfig(), HTML, "ok\r\nBcc: evil@example.org", [])
     assert msg["Bcc"] is None and "\n" not in msg["Subject"]
+
+
+def test_a_report_with_a_key_is_written_once_and_sent_once(tmp_path, port, server):
+    """The same decision mailed again (a resumed cycle, a rerun with nothing new) is neither queued nor sent twice."""
+    sink = server()
+    first = send_report(cfg(), tmp_path, HTML, "cmc promote", env=smtp_env(port), key="cycle-1")
+    again = send_report(cfg(), tmp_path, HTML, "cmc promote", env=smtp_env(port), key="cycle-1")
+    other = send_report(cfg(), tmp_path, HTML, "cmc hold", env=smtp_env(port), key="cycle-2")
+    assert first.message_id == again.message_id != other.message_id
+    assert first.path == again.path and Path(first.path).parent.name == "sent"
+    assert again.sent == [] and len(sink.envelopes) == 2
+    assert len(list((tmp_path / "outbox" / "sent").glob("*.eml"))) == 2

