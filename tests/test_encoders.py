@@ -348,3 +348,23 @@ def test_offline_text_matches_sentence_transformers(offline):
     np.testing.assert_allclose(
         offline.encode_texts(texts), reference.encode(texts, normalize_embeddings=True), atol=1e-5
     )
+
+
+def test_loader_workers_work_in_a_process_that_ran_a_prefect_flow(tiny, tmp_path):
+    """Direct-mode cycles embed inside the flow's process. A forked worker would inherit Prefect's exit hooks
+    for its log and event services, fail them at its own exit, and torch would call the load failed."""
+    from prefect import flow, get_run_logger
+    from prefect.testing.utilities import prefect_test_harness
+
+    @flow
+    def logs_something():
+        get_run_logger().info("the log and event services are running now")
+
+    with prefect_test_harness(server_startup_timeout=120):
+        logs_something()
+    data = tmp_path / "data"
+    rows = make_items(data, [(f"item {i}", i) for i in range(6)])
+    for _ in range(2):  # the failure shows at a worker's exit, which races torch's check
+        result = embed_items(rows, tiny, EmbeddingCache.for_encoder(tmp_path / f"cache{_}", tiny), data,
+                             batch_size=2, num_workers=1, share_cores=True)
+        assert result.loader_workers == 1 and result.has_image.all()

@@ -315,5 +315,9 @@ def iter_image_batches(
         pin_memory=encoder.device.type == "cuda",
         # two batches in flight per worker keep the model fed without hoarding memory
         prefetch_factor=2 if num_workers > 0 else None,
+        # workers start from a clean server process, not a fork of this one: a fork inherits the
+        # exit hooks of whatever runs here (a Prefect flow's log and event services), which fail in
+        # the child and make it exit with 1, and torch then calls the whole load failed
+        multiprocessing_context="forkserver" if num_workers > 0 else None,
     )
     return iter(loader)
