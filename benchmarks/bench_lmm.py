@@ -42,7 +42,9 @@ sys.path.insert(0, str(REPO))
 from mmd.items import now_iso  # noqa: E402
 from mmd.models.lmm.config import HeadParams, LMMConfig, LoRAParams  # noqa: E402
 from mmd.models.lmm.model import load_lmm, resolve_dtype, select_device  # noqa: E402
-from mmd.models.lmm.train import Items, batch_losses, encode_batch, model_device_dtype, prepare  # noqa: E402
+from mmd.models.lmm.fit import batch_losses, prepare  # noqa: E402
+from mmd.models.lmm.items import Items  # noqa: E402
+from mmd.models.lmm.predictor import encode_batch, model_device_dtype  # noqa: E402
 from mmd.util import write_json  # noqa: E402
 
 # Qwen2-VL-2B-Instruct's config.json, by hand (transformers 5 field names)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 
 def main() -> None:
-    from mmd.models.cmc.train import ablation_table, run_ablation
+    from mmd.models.cmc.ablation import ablation_table, run_ablation
     from mmd.synth.select import run_select
     from synthetic_selection import TEST_EVENTS, start
 

@@ -53,7 +53,7 @@ def logistic_regression(data, seed: int) -> np.ndarray:
 def main() -> None:
     from mmd.evaluate.metrics import classification_metrics
     from mmd.models.data import load_training_data
-    from mmd.models.rgcl.train import train_rgcl
+    from mmd.models.rgcl.fit import train_rgcl
     from synthetic_selection import start
 
     started = time.perf_counter()

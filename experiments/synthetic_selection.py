@@ -79,16 +79,15 @@ def prepare(settings) -> None:
 
 
 def load(settings):
-    from mmd.embed import read_vectors
-    from mmd.synth.generate import paths as synth_paths
+    from mmd.formats.vectors import read_vectors
 
     items = pq.read_table(settings.data_dir / "validated" / "items.parquet").to_pandas()
     table, vec, _ = read_vectors(settings.data_dir / "embeddings" / "items.parquet")
     where = {i: n for n, i in enumerate(table.column("id").to_pylist())}
     items = items[items.id.isin(where)].reset_index(drop=True)
     items["row"] = items.id.map(where)
-    pool = pq.read_table(synth_paths(settings)["pool"]).to_pandas()
-    ptable, pvec, _ = read_vectors(synth_paths(settings)["vectors"])
+    pool = pq.read_table(settings.layout.pool).to_pandas()
+    ptable, pvec, _ = read_vectors(settings.layout.pool_vectors)
     pwhere = {i: n for n, i in enumerate(ptable.column("id").to_pylist())}
     pool["row"] = pool.id.map(pwhere)
     return items, vec, pool, pvec

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 
 from flows.retrain import retrain_flow
-from mmd.cli import console, cycle_tables, write_demo_inbox
 from mmd.config import load_settings
+from mmd.demo import write_demo_inbox
+from mmd.tables import console, cycle_tables
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -24,9 +25,11 @@ def main(argv: list[str] | None = None) -> dict:
     cli.add_argument("--batch", type=int, default=0, help="N > 0: add a later batch of demo items first")
     args = cli.parse_args(argv)
     settings = load_settings(args.params)
-    write_demo_inbox(settings, fresh=args.fresh)
-    if args.batch:
-        write_demo_inbox(settings, fresh=args.fresh, batch=args.batch)
+    for batch in (0, args.batch) if args.batch else (0,):
+        corpus = write_demo_inbox(settings, fresh=args.fresh, batch=batch)
+        if corpus is not None:
+            console.print(f"demo inbox: {corpus.memes} memes, {corpus.claims} claims, {corpus.posts} posts "
+                          f"(+{corpus.broken} broken on purpose) in {corpus.root}")
     ran = retrain_flow(str(settings.params_file))
     for table in cycle_tables(settings, ran):
         console.print(table)

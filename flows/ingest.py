@@ -1,6 +1,6 @@
 """The ingest flow: pull what is new, then validate it. Runs more often than a retrain.
 
-It wires library calls together and owns only time: retries where the world is flaky, one run
+It wires library calls together and owns only time: retries where a source said it was unreachable, one run
 at a time (the cycle lock: a retrain cycle ingests too, so this flow waits for one that is
 running), a summary artifact. In a DVC project both stages go through `dvc repro`, so the next
 retrain finds them done. No ML logic lives here.
@@ -16,20 +16,22 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from flows.common import retry_if_retryable
 from mmd.config import load_settings
 from mmd.cycle import cycle_lock, run_stage
+from mmd.results import IngestReport, ValidateReport
 
 
-@task(retries=2, retry_delay_seconds=[10, 60])
-def ingest(params: str, use_dvc: bool | None) -> dict:
-    """Sources are flaky; each retry resumes from the watermarks of the last success."""
-    return run_stage(load_settings(params), "ingest", use_dvc)["report"]
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_retryable)
+def ingest(params: str, use_dvc: bool | None) -> IngestReport:
+    """Retried when every file of a source was unreachable; each retry resumes from the watermarks."""
+    return run_stage(load_settings(params), "ingest", use_dvc).result
 
 
 @task
-def validate(params: str, use_dvc: bool | None) -> dict:
+def validate(params: str, use_dvc: bool | None) -> ValidateReport:
     """A batch-level failure raises: the flow run fails and says why."""
-    return run_stage(load_settings(params), "validate", use_dvc)["report"]
+    return run_stage(load_settings(params), "validate", use_dvc).result
 
 
 @flow(name="mmd-ingest", flow_run_name="ingest {params}", log_prints=True)
@@ -41,11 +43,12 @@ def ingest_flow(params: str = "params.yaml", use_dvc: bool | None = None, wait: 
         checked = validate(params, use_dvc)
     create_table_artifact(
         key="mmd-ingest-summary",
-        table=[{k: s[k] for k in ("name", "in", "accepted", "quarantined", "duplicates", "skipped")} for s in got["sources"]],
-        description=f"validation pass rate {checked['pass_rate']:.1%}",
+        table=[{"name": s.name, "in": s.in_, "accepted": s.accepted, "quarantined": s.quarantined,
+                "duplicates": s.duplicates, "skipped": s.skipped} for s in got.sources],
+        description=f"validation pass rate {checked.pass_rate:.1%}",
     )
     get_run_logger().info("ingested %s new items; %s of %s pass validation",
-                          got["totals"]["accepted"], checked["accepted"], checked["in"])
+                          got.totals.accepted, checked.accepted, checked.in_)
     return {"ingest": got, "validate": checked}
 
 

@@ -1,13 +1,14 @@
 """The retrain flow: one whole cycle, read top to bottom.
 
 ingest -> validate -> embed -> index -> synthesize -> select -> train (each detector in
-`evaluate.families`) -> evaluate -> gate (promote or hold, the report) -> e-mail -> dvc push / commit.
+`evaluate.families`) -> evaluate -> gate (promote or hold) -> report -> e-mail -> dvc push / commit.
 
-It owns time only: retries with backoff where the world is flaky (sources, SMTP, the DVC remote),
-one cycle at a time (`mmd.cycle.cycle_lock`; a deployment also has a concurrency limit of one),
-each stage through `dvc repro` in a DVC project so that a cycle started again after a failure
-resumes instead of redoing (DVC caches every stage by its inputs), Prefect artifacts with the
-decisions and links to the reports. No ML logic lives here.
+It owns time only: retries with backoff where the callee says the world was flaky (`mmd.errors.Retryable`:
+every file of a source unreachable, the DVC remote down; the e-mail needs none, its outbox keeps what could
+not go out for the next cycle), one cycle at a time (`mmd.cycle.cycle_lock`; a deployment also has a
+concurrency limit of one), each stage through `dvc repro` in a DVC project so that a cycle started again
+after a failure resumes instead of redoing, Prefect artifacts with the decisions and links to the reports.
+No ML logic lives here.
 
     python -m flows.retrain [--params params.yaml] [--wait] [--no-dvc]
 """
@@ -23,50 +24,45 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
+from flows.common import retry_if_retryable
 from mmd.config import load_settings
-from mmd.cycle import cycle_lock, cycle_stages, run_stage, summary_rows, version_cycle
+from mmd.cycle import StageRun, cycle_lock, cycle_stages, run_stage, summary_rows, version_cycle
+from mmd.results import GateReport
 
 
-@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5)
-def ingest(params: str, use_dvc: bool | None) -> dict:
-    """Sources are flaky; a retry resumes from the watermarks of the last success."""
-    return run_stage(load_settings(params), "ingest", use_dvc)
+@task(task_run_name="{name}", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10),
+      retry_jitter_factor=0.5, retry_condition_fn=retry_if_retryable)
+def stage(params: str, name: str, use_dvc: bool | None) -> StageRun:
+    """One stage; retried only when it says the world was flaky (a retry of ingest resumes from the watermarks)."""
+    run = run_stage(load_settings(params), name, use_dvc)
+    get_run_logger().info("%s %s (%s, %.1fs): %s", name, run.status, run.how, run.seconds, run.row()["figures"])
+    return run
 
 
-@task(task_run_name="{name}")
-def stage(params: str, name: str, use_dvc: bool | None) -> dict:
-    return run_stage(load_settings(params), name, use_dvc)
-
-
-@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=30), retry_jitter_factor=0.5)
-def email(params: str, gate: dict) -> dict:
+@task
+def email(params: str, gate: GateReport) -> dict:
     """The report to the moderators; a server that is down leaves it in the outbox for the next cycle."""
     from mmd.report import send_cycle_report
 
-    return send_cycle_report(load_settings(params), gate).to_dict()
+    delivery = send_cycle_report(load_settings(params), gate).to_dict()
+    get_run_logger().info("e-mail: %d sent, %d queued", len(delivery.get("sent") or []), len(delivery.get("queued") or []))
+    return delivery
 
 
-@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=30), retry_jitter_factor=0.5)
-def version(params: str, gate: dict, use_dvc: bool | None) -> dict:
-    """Data and models to the DVC remote (flaky: retried), dvc.lock committed when `cycle.commit` is on."""
+@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=30), retry_jitter_factor=0.5,
+      retry_condition_fn=retry_if_retryable)
+def version(params: str, gate: GateReport, use_dvc: bool | None) -> dict:
+    """Data and models to the DVC remote (retried when it is unreachable), dvc.lock committed when `cycle.commit` is on."""
     return version_cycle(load_settings(params), gate, use_dvc)
 
 
-def publish(ran: dict, mail: dict) -> None:
+def publish(ran: dict[str, StageRun], gate: GateReport, mail: dict) -> None:
     """The run's artifacts in the Prefect UI: the gate's decisions with links, and the stage table."""
-    gate = ran["gate"]["report"]
     rows = ["| model | decision | action | champion | reasons |", "|---|---|---|---|---|"]
-    for family, d in gate.get("families", {}).items():
-        rows.append(f"| {family} | {d['status']} | {d['action']} | {d.get('champion_after') or '-'} | "
-                    + "<br>".join(d.get("reasons", [])) + " |")
-    report = Path(gate.get("report_html", ""))
-    links = [f"- [moderators' report]({report.as_uri()})" if report.is_absolute() else "",
-             f"- e-mail: `{mail.get('path') or mail.get('outbox')}`" + (" (queued)" if mail.get("queued") else " (sent)")]
-    drift = report.parent / "drift" if report.is_absolute() else None
-    if drift and drift.is_dir():
-        links += [f"- [{p.stem}]({p.as_uri()})" for p in sorted(drift.glob("*.html"))]
-    create_markdown_artifact(key="mmd-gate", markdown="\n".join(rows + [""] + [x for x in links if x]),
-                             description="the gate's decisions")
+    for family, d in gate.families.items():
+        rows.append(f"| {family} | {d.status} | {d.action} | {d.champion_after or '-'} | " + "<br>".join(d.reasons) + " |")
+    links = [f"- e-mail: `{mail.get('path') or mail.get('outbox')}`" + (" (queued)" if mail.get("queued") else " (sent)")]
+    create_markdown_artifact(key="mmd-gate", markdown="\n".join(rows + [""] + links), description="the gate's decisions")
     create_table_artifact(key="mmd-cycle", table=summary_rows(ran), description="the stages of this cycle")
 
 
@@ -83,16 +79,15 @@ def retrain_flow(params: str = "params.yaml", use_dvc: bool | None = None, wait:
     settings = load_settings(params)
     log = get_run_logger()
     with cycle_lock(settings, wait=settings.params.cycle.wait if wait is None else wait):
-        first, *rest = cycle_stages(settings)
-        ran = {first: ingest(params, use_dvc)}
-        for name in rest:
-            ran[name] = stage(params, name, use_dvc)
-        gate = ran["gate"]["report"]
+        ran: dict = {}
+        for s in cycle_stages(settings):
+            ran[s.name] = stage(params, s.name, use_dvc)
+        gate = ran["gate"].result
         mail = ran["email"] = email(params, gate)
         ran["version"] = version(params, gate, use_dvc)
-        publish(ran, mail)
-    for family, d in gate["families"].items():
-        log.info("%s: %s -> %s", family, d["status"], d["action"])
+        publish(ran, gate, mail)
+    for family, d in gate.families.items():
+        log.info("%s: %s -> %s", family, d.status, d.action)
     return ran
 
 

@@ -10,23 +10,28 @@
   calling the library directly elsewhere. Either way it says how long the stage took.
 - `version_cycle`: after the gate, `dvc push` (data and models to the remote) and, when
   `cycle.commit` is on, a git commit of dvc.lock: what a clean clone needs to reproduce the cycle.
-- `summary_rows`: one line per stage with its figures, for the demo's table and the flow's artifact.
+- `summary_rows`: one line per stage with its figures (each stage's typed result knows its own), for the
+  demo's table and the flow's artifact.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Iterator
 
+from mmd import stages
 from mmd.config import Settings
+from mmd.errors import EXIT_RETRYABLE, PushFailed, Retryable
 from mmd.items import now_iso
+from mmd.results import GateReport, StageResult
+from mmd.stages import Stage
 from mmd.util import file_lock
 
 
@@ -34,59 +39,24 @@ class CycleRunning(RuntimeError):
     """Another cycle holds the lock."""
 
 
-def _train(family: str) -> Callable[[Settings], dict]:
-    def run(settings: Settings) -> dict:
-        if family == "cmc":
-            from mmd.models.cmc.train import run_train_cmc
+@dataclass
+class StageRun:
+    """One stage of a cycle: how it ran (dvc or direct), whether DVC skipped it, its seconds and its result."""
 
-            return run_train_cmc(settings)
-        if family == "rgcl":
-            from mmd.models.rgcl.train import run_train_rgcl
+    stage: str
+    how: str
+    status: str
+    seconds: float
+    result: StageResult | None
 
-            return run_train_rgcl(settings)
-        from mmd.models.lmm.train import run_train_lmm
-
-        return run_train_lmm(settings)
-
-    return run
+    def row(self) -> dict:
+        return {"stage": self.stage, "how": self.how, "status": self.status, "seconds": self.seconds,
+                "figures": self.result.figures() if self.result is not None else ""}
 
 
-def _call(module: str, function: str, **kwargs) -> Callable[[Settings], dict]:
-    def run(settings: Settings) -> dict:
-        import importlib
-
-        result = getattr(importlib.import_module(module), function)(settings, **kwargs)
-        return result if isinstance(result, dict) else result.to_dict()
-
-    return run
-
-
-STAGES: dict[str, Callable[[Settings], dict]] = {
-    "ingest": _call("mmd.ingest", "run_ingest", show_progress=False),
-    "validate": _call("mmd.validate", "run_validate"),
-    "embed": _call("mmd.embed", "run_embed", show_progress=False),
-    "index": _call("mmd.index", "run_index"),
-    "synthesize": _call("mmd.synth.generate", "run_synthesize"),
-    "select": _call("mmd.synth.select", "run_select"),
-    "train_cmc": _train("cmc"),
-    "train_rgcl": _train("rgcl"),
-    "train_lmm": _train("lmm"),
-    "evaluate": _call("mmd.evaluate.evaluate", "run_evaluate"),
-    "gate": _call("mmd.gate", "run_gate"),
-}
-# the stages whose report file a DVC run leaves behind (what `run_stage` returns in that mode)
-REPORTS = {"ingest": "ingest.json", "validate": "validation.json", "embed": "embed.json", "index": "index.json",
-           "synthesize": "synthesize.json", "select": "select.json", "train_cmc": "train_cmc.json",
-           "train_rgcl": "train_rgcl.json", "train_lmm": "train_lmm.json", "evaluate": "evaluate.json",
-           "gate": "gate.json"}
-# stages declared outside the root dvc.yaml (the GPU pipeline)
-DVC_TARGETS = {"train_lmm": "gpu/dvc.yaml:train_lmm"}
-
-
-def cycle_stages(settings: Settings) -> list[str]:
+def cycle_stages(settings: Settings) -> list[Stage]:
     """The stages of one retrain cycle, in order: the data plane, a training stage per family, the gate."""
-    families = [f"train_{f}" for f in settings.params.evaluate.families]
-    return ["ingest", "validate", "embed", "index", "synthesize", "select", *families, "evaluate", "gate"]
+    return stages.cycle_stages(settings.params.evaluate.families)
 
 
 def is_dvc_project(settings: Settings) -> bool:
@@ -121,32 +91,31 @@ def _run(cmd: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def run_stage(settings: Settings, stage: str, use_dvc: bool | None = None) -> dict:
-    """Run one stage (see the module docstring).
-
-    Returns `{stage, how: dvc|direct, status: ran|skipped, seconds, report}`; `report` is what the
-    stage returned (direct) or the report file it left (DVC; the last one when DVC skipped it)."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}: one of {', '.join(STAGES)}")
+def run_stage(settings: Settings, name: str, use_dvc: bool | None = None) -> StageRun:
+    """Run one stage (see the module docstring): directly, or through `dvc repro --single-item`, after which
+    its result is the report it left (the last one when DVC skipped it)."""
+    stage = stages.get(name, settings.params.evaluate.families)
     start = time.perf_counter()
     if not uses_dvc(settings, use_dvc):
-        report = STAGES[stage](settings)
-        return {"stage": stage, "how": "direct", "status": "ran", "seconds": round(time.perf_counter() - start, 3),
-                "report": report}
-    target = DVC_TARGETS.get(stage, stage)
-    proc = _run([_tool("dvc"), "repro", "--single-item", target], settings.root, f"dvc repro {target}")
-    path = settings.reports_dir / REPORTS[stage]
-    report = json.loads(path.read_text()) if path.exists() else {}
+        result = stage.run(settings)
+        return StageRun(name, "direct", "ran", round(time.perf_counter() - start, 3), result)
+    target = f"gpu/dvc.yaml:{name}" if stage.gpu else name
+    try:
+        proc = _run([_tool("dvc"), "repro", "--single-item", target], settings.root, f"dvc repro {target}")
+    except RuntimeError as exc:
+        if f"exited with {EXIT_RETRYABLE}" in str(exc):  # the stage said: try again later
+            raise Retryable(str(exc)) from None
+        raise
     skipped = "didn't change, skipping" in proc.stdout
-    return {"stage": stage, "how": "dvc", "status": "skipped" if skipped else "ran",
-            "seconds": round(time.perf_counter() - start, 3), "report": report}
+    return StageRun(name, "dvc", "skipped" if skipped else "ran", round(time.perf_counter() - start, 3),
+                    stage.last(settings))
 
 
 @contextlib.contextmanager
 def cycle_lock(settings: Settings, wait: bool = False, poll_s: float = 5.0) -> Iterator[Path]:
     """Hold the cycle lock for the duration of the block; CycleRunning when another cycle has it
     (or, with `wait`, block until it is free)."""
-    path = settings.data_dir / ".cycle.lock"
+    path = settings.layout.cycle_lock
     holder = path.with_name(".cycle.holder")
     while True:
         with file_lock(path, wait=False) as held:
@@ -208,7 +177,7 @@ def _git_commit(root: Path, message: str, sender: str) -> str | None:
     return _run([git, "rev-parse", "HEAD"], root, "git rev-parse").stdout.strip()
 
 
-def version_cycle(settings: Settings, gate: dict, use_dvc: bool | None = None) -> dict:
+def version_cycle(settings: Settings, gate: GateReport, use_dvc: bool | None = None) -> dict:
     """After the gate: `dvc push` and the optional commit of dvc.lock (`cycle.push`, `cycle.commit`).
     Outside a DVC project there is nothing to version and nothing is done."""
     cfg = settings.params.cycle
@@ -217,66 +186,24 @@ def version_cycle(settings: Settings, gate: dict, use_dvc: bool | None = None) -
         out["skipped"] = "not a DVC project"
         return out
     if cfg.commit:
-        decisions = ", ".join(f"{f} {d.get('action')}" + (f" v{d['champion_after']}" if d.get("champion_after") else "")
-                              for f, d in gate.get("families", {}).items())
-        out["commit"] = _git_commit(settings.root, f"mmd cycle {gate.get('gated_at', now_iso())}: {decisions}",
+        decisions = ", ".join(f"{f} {d.action}" + (f" v{d.champion_after}" if d.champion_after else "")
+                              for f, d in gate.families.items())
+        out["commit"] = _git_commit(settings.root, f"mmd cycle {gate.gated_at or now_iso()}: {decisions}",
                                     settings.params.notify.sender)
     remote = _default_remote(settings.root) if cfg.push != "off" else None
     if cfg.push == "on" and remote is None:
         raise RuntimeError("cycle.push is on but DVC has no default remote (dvc remote add -d NAME URL)")
     if remote:
-        _run([_tool("dvc"), "push", "-q"], settings.root, f"dvc push to {remote}")
+        try:
+            _run([_tool("dvc"), "push", "-q"], settings.root, f"dvc push to {remote}")
+        except RuntimeError as exc:
+            raise PushFailed(str(exc)) from None
         out.update(pushed=True, remote=remote)
     return out
 
 
 # --- the summary ---------------------------------------------------------------------------
 
-def _pct(x) -> str:
-    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) else "-"
-
-
-def _num(x) -> str:
-    return f"{x:.3f}" if isinstance(x, (int, float)) else "-"
-
-
-def _figures(stage: str, r: dict) -> str:
-    """A stage's headline figures, from its report."""
-    if not r:
-        return ""
-    if stage == "ingest":
-        t = r.get("totals", {})
-        return (f"{t.get('in', 0)} in: {t.get('accepted', 0)} accepted, {t.get('quarantined', 0)} quarantined, "
-                f"{t.get('duplicates', 0)} duplicates, {t.get('skipped', 0)} skipped")
-    if stage == "validate":
-        return f"{r.get('in')} in: {r.get('accepted')} pass ({_pct(r.get('pass_rate'))}), {r.get('quarantined')} quarantined"
-    if stage == "embed":
-        return (f"{r.get('embedded')} embedded; encoded {r.get('encoded_texts')} texts and {r.get('encoded_images')} "
-                f"images, {r.get('cached_texts', 0) + r.get('cached_images', 0)} from the cache")
-    if stage == "index":
-        return f"{r.get('total')} points: {r.get('upserted')} upserted, {r.get('deleted')} deleted, {r.get('unchanged')} unchanged"
-    if stage == "synthesize":
-        return f"{r.get('new')} new synthetic items, pool {r.get('pool_before')} -> {r.get('pool_after')}"
-    if stage == "select":
-        return (f"{r.get('selected')} of {r.get('candidates')} selected ({r.get('ranked_by') or r.get('method')}); "
-                f"divergence to real {_num(r.get('divergence_selected'))} vs random {_num(r.get('divergence_random'))}")
-    if stage.startswith("train_"):
-        m = r.get("val") or {}
-        m = m.get("rkc", m)  # RGCL reports its head and RKC; RKC is what it serves
-        return f"{r.get('variant') or r.get('model') or stage[6:]}: val macro-F1 {_num(m.get('macro_f1'))} on {m.get('n', '-')} items"
-    if stage == "evaluate":
-        h = r.get("holdout", {})
-        fams = ", ".join(f"{f} macro-F1 {_num(v.get('holdout', {}).get('macro_f1'))}" for f, v in r.get("families", {}).items())
-        return f"holdout {h.get('items', 0)} items: {fams}"
-    if stage == "gate":
-        return ", ".join(f"{f} {d.get('status')} -> {d.get('action')}"
-                         + (f" (champion v{d['champion_after']})" if d.get("champion_after") else "")
-                         for f, d in r.get("families", {}).items())
-    return ""
-
-
-def summary_rows(ran: dict[str, dict]) -> list[dict]:
+def summary_rows(ran: dict[str, StageRun]) -> list[dict]:
     """One row per stage of this cycle (run or skipped by DVC): stage, how, status, seconds, figures."""
-    return [{"stage": name, "how": run["how"], "status": run["status"], "seconds": run["seconds"],
-             "figures": _figures(name, run.get("report") or {})}
-            for name, run in ran.items() if isinstance(run, dict) and "how" in run]
+    return [run.row() for run in ran.values() if isinstance(run, StageRun)]

@@ -193,3 +193,18 @@ def generate(inbox: Path, cfg: DemoConfig, batch: int = 0) -> DemoCorpus:
         "Synthetic demo data written by `mmd demo`. Every record is made up and marked [DEMO].\n", encoding="utf-8"
     )
     return DemoCorpus(root, cfg.memes, cfg.claims, cfg.posts, broken)
+
+
+def write_demo_inbox(settings, fresh: bool = False, batch: int = 0) -> "DemoCorpus | None":
+    """The demo corpus in the params' first inbox source (kept when it is there, unless `fresh`); the
+    corpus written, or None when it was there already. ConfigError when the params have no enabled inbox."""
+    from mmd.config import ConfigError
+
+    inboxes = [s for s in settings.params.ingest.sources if s.type == "inbox" and s.enabled]
+    if not inboxes:
+        raise ConfigError(f"{settings.params_file}: the demo needs an enabled source of type inbox in the params")
+    inbox = settings.path(inboxes[0].path)
+    folder = inbox / ("demo" if batch == 0 else f"demo-batch{batch}")
+    if fresh or not folder.exists():
+        return generate(inbox, settings.params.demo, batch=batch)
+    return None

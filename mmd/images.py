@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mmd.config import ImageConfig
 from mmd.items import sha256_hex
+from mmd.util import atomic_write_bytes
 
 
 class ImageRejected(ValueError):
@@ -102,10 +103,7 @@ class ImageStore:
         rel = Path("images") / digest[:2] / f"{digest}.{self.EXT.get(fmt, 'img')}"
         target = self.data_root / rel
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+            atomic_write_bytes(target, data)
         stored = self._seen[digest] = StoredImage(digest, rel.as_posix(), width, height, fmt)
         return stored
 

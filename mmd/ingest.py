@@ -20,6 +20,7 @@ from mmd.config import Settings
 from mmd.images import ImageStore
 from mmd.items import ITEM_SCHEMA, Item, items_to_table, normalise_text, now_iso, read_table, sha256_hex, write_table
 from mmd.quarantine import QuarantineRecord, append_records, quarantine
+from mmd.results import IngestReport
 from mmd.sources import SourceContext, Skipped, reader
 from mmd.util import progress, write_json
 
@@ -85,17 +86,6 @@ class IngestResult:
         }
 
 
-def paths(settings: Settings) -> dict[str, Path]:
-    d = settings.data_dir
-    return {
-        "items": d / "ingested" / "items.parquet",
-        "quarantine": d / "ingested" / "quarantine.parquet",
-        "duplicates": d / "ingested" / "duplicates.parquet",
-        "watermarks": d / "state" / "watermarks.json",
-        "report": settings.reports_dir / "ingest.json",
-    }
-
-
 def image_key(kind: str, image_sha256: str | None, text: str, label: int | None) -> str | None:
     """Same image bytes, same text, same label: the same meme dropped in twice."""
     if not image_sha256:
@@ -140,11 +130,11 @@ class _Deduper:
 def run_ingest(settings: Settings, only: list[str] | None = None, show_progress: bool = True) -> IngestResult:
     """Pull new records from every enabled source (or those named in `only`)."""
     cfg = settings.params.ingest
-    p = paths(settings)
+    at = settings.layout
     started = now_iso()
-    existing = read_table(p["items"], ITEM_SCHEMA)
+    existing = read_table(at.items_ingested, ITEM_SCHEMA)
     dedupe = _Deduper(existing, cfg.dedupe_by_image)
-    watermarks = json.loads(p["watermarks"].read_text()) if p["watermarks"].exists() else {}
+    watermarks = json.loads(at.watermarks.read_text()) if at.watermarks.exists() else {}
     images = ImageStore(settings.data_dir, cfg.images)
 
     names = {s.name for s in cfg.sources}
@@ -205,16 +195,15 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
 
     # the tables first, the watermark last: a crash in between re-reads, and dedupe absorbs it
     if new_items:
-        write_table(pa.concat_tables([existing, items_to_table(new_items)]), p["items"])
-    elif not p["items"].exists():
-        write_table(existing, p["items"])
-    append_records(p["quarantine"], bad)
-    append_records(p["duplicates"], dupes)
-    write_json(p["watermarks"], watermarks)
-    result = IngestResult(
-        reports, p["items"], p["quarantine"], p["duplicates"], existing.num_rows + len(new_items), started, now_iso()
-    )
-    write_json(p["report"], result.to_dict())
+        write_table(pa.concat_tables([existing, items_to_table(new_items)]), at.items_ingested)
+    elif not at.items_ingested.exists():
+        write_table(existing, at.items_ingested)
+    append_records(at.ingest_quarantine, bad)
+    append_records(at.duplicates, dupes)
+    write_json(at.watermarks, watermarks)
+    result = IngestResult(reports, at.items_ingested, at.ingest_quarantine, at.duplicates,
+                          existing.num_rows + len(new_items), started, now_iso())
+    IngestReport.model_validate(result.to_dict()).write(at)
     return result
 
 

@@ -128,10 +128,10 @@ def read_table(path: Path, schema: pa.Schema) -> pa.Table:
 
 def write_table(table: pa.Table, path: Path) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    from mmd.util import atomic_path
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def extra_json(**values: Any) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from mmd.config import Settings
-from mmd.embed import paths as embed_paths, read_vectors
+from mmd.formats.vectors import read_vectors
 
 
 def query_vector(settings: Settings, text: str, image: Path | None) -> np.ndarray:
@@ -17,7 +17,7 @@ def query_vector(settings: Settings, text: str, image: Path | None) -> np.ndarra
 
     cfg = settings.params.embed
     encoder = build_encoder(cfg, settings.root)
-    _, _, indexed_with = read_vectors(embed_paths(settings)["vectors"])
+    _, _, indexed_with = read_vectors(settings.layout.vectors)
     if indexed_with and indexed_with != encoder.identity:
         raise ValueError(f"the index was built with {indexed_with}, but embed is configured for {encoder.identity}: "
                          "run `mmd embed` and `mmd index --rebuild`")
@@ -34,11 +34,13 @@ def query_vector(settings: Settings, text: str, image: Path | None) -> np.ndarra
 
 
 def search_items(settings: Settings, text: str, image: Path | None, k: int = 10, filters: dict | None = None):
-    from mmd.index import open_index
+    from mmd.index import ensure_indexed
+    from mmd.store import open_store
 
     vec = query_vector(settings, text, image)[0]
-    store = open_index(settings)
+    store = open_store(settings)
     try:
+        ensure_indexed(settings, store)
         return store.search(settings.params.index.items_collection, vec, k=k, filter=filters)
     finally:
         store.close()

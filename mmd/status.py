@@ -6,10 +6,9 @@ import json
 from collections import Counter
 
 from mmd.config import Settings
-from mmd.ingest import item_counts, paths as ingest_paths
+from mmd.ingest import item_counts
 from mmd.items import ITEM_SCHEMA, read_table
 from mmd.quarantine import QUARANTINE_SCHEMA
-from mmd.validate.run import paths as validate_paths
 
 
 def _watermark(state: dict) -> str | None:
@@ -23,11 +22,11 @@ def _watermark(state: dict) -> str | None:
 
 
 def collect_status(settings: Settings) -> dict:
-    ip = ingest_paths(settings)
-    items = read_table(ip["items"], ITEM_SCHEMA)
-    quarantine = read_table(ip["quarantine"], QUARANTINE_SCHEMA)
-    validated_q = read_table(validate_paths(settings)["quarantine"], QUARANTINE_SCHEMA)
-    marks = json.loads(ip["watermarks"].read_text()) if ip["watermarks"].exists() else {}
+    at = settings.layout
+    items = read_table(at.items_ingested, ITEM_SCHEMA)
+    quarantine = read_table(at.ingest_quarantine, QUARANTINE_SCHEMA)
+    validated_q = read_table(at.validate_quarantine, QUARANTINE_SCHEMA)
+    marks = json.loads(at.watermarks.read_text()) if at.watermarks.exists() else {}
     per_source = Counter(items.column("source").to_pylist())
     reasons: dict[str, Counter] = {}
     for table in (quarantine, validated_q):
@@ -48,7 +47,7 @@ def collect_status(settings: Settings) -> dict:
             "quarantined": sum(r.values()),
             "quarantine_reasons": dict(r.most_common()),
         })
-    vreport = validate_paths(settings)["report"]
+    vreport = at.validation_report
     return {
         "data_dir": str(settings.data_dir),
         "items": items.num_rows,

@@ -1,22 +1,64 @@
-"""Small helpers every stage uses: atomic JSON, progress on long work."""
+"""Small helpers every stage uses: atomic writes, a file lock, progress on long work."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
+TMP_PREFIX = ".tmp-"  # a half-written file's name: never a name a reader looks for
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Write JSON atomically (a crash leaves the old file or the new one)."""
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, durable: bool = False) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; on success it replaces `path` in one rename, so a crash
+    leaves the old file or the new one, never half of one. `durable`: fsync the file and its folder too
+    (the registry's pointers). On error the temporary file is removed and the error goes on."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    try:
+        yield tmp
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
+    with atomic_path(path, durable) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable)
+
+
+def dumps(value: Any) -> str:
+    """JSON as every file of mmd writes it: sorted keys, indented, UTF-8, one trailing newline."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+
+
+def write_json(path: Path, value: Any, durable: bool = False) -> None:
+    """Write JSON atomically (a crash leaves the old file or the new one)."""
+    atomic_write_text(path, dumps(value), durable)
 
 
 @contextlib.contextmanager

@@ -96,7 +96,7 @@ def prepare_demo_project(root: Path, tiny_open_clip: str, demo: dict, **sections
     params["demo"].update(demo)
     params["embed"].update(backend="open_clip", open_clip={"model": tiny_open_clip, "pretrained": None}, batch_size=16)
     for name, values in sections.items():
-        params[name].update(values)
+        params.setdefault(name, {}).update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     settings = load_settings(root / "params.yaml")
     generate(settings.path("inbox"), settings.params.demo)

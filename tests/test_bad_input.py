@@ -273,7 +273,7 @@ def test_ten_megabyte_text_is_quarantined_with_full_raw_blob(make_settings, tmp_
     (row,) = assert_quarantined(result, cfg["name"], "text_too_large")
     assert source(result, cfg["name"]).accepted == 0
     assert len(row["raw"].encode("utf-8")) <= INLINE_RAW_BYTES  # the table stays small…
-    assert row["raw_blob"].startswith("quarantine/raw/")
+    assert row["raw_blob"].startswith("ingested/raw/")  # inside ingest's DVC output: versioned with it
     blob = settings.data_dir / row["raw_blob"]
     assert blob.is_file()
     assert blob.read_bytes() == raw.encode("utf-8")  # …and the whole input is kept beside it

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import mmd.cli
+import mmd.tables
 from mmd.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +37,8 @@ def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
     with pytest.MonkeyPatch.context() as mp, prefect_test_harness(server_startup_timeout=120):
-        mp.setattr(mmd.cli.console, "width", 250)  # a wide "terminal": paths never fold
-        with mmd.cli.console.capture() as printed:
+        mp.setattr(mmd.tables.console, "width", 250)  # a wide "terminal": paths never fold
+        with mmd.tables.console.capture() as printed:
             ran = main(["--params", str(root / "params.yaml")])
     return root, ran, printed.get()
 
@@ -48,7 +48,8 @@ def test_demo_runs_one_cycle_and_prints_the_summary_and_outputs(demo_run):
     root, ran, out = demo_run
     assert f"demo inbox: 60 memes, 40 claims, 40 posts (+6 broken on purpose) in {root / 'inbox' / 'demo'}" in out
     # one row per stage (stage, how, status, seconds, figures); not a DVC project, so the stages run directly
-    stages = ["ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl", "evaluate", "gate"]
+    stages = ["ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl", "evaluate", "gate",
+              "report"]
     assert list(ran) == stages + ["email", "version"]
     for stage in stages:
         assert row(out, stage)[1:3] == ["direct", "ran"]
@@ -192,7 +193,7 @@ def test_ingest_then_validate_on_an_empty_inbox(tmp_path):
 def test_search_prints_the_top_hits(demo_run):
     root, *_ = demo_run
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mmd.cli.console, "width", 250)
+        mp.setattr(mmd.tables.console, "width", 250)
         result = CliRunner().invoke(app, ["search", "they want you to believe the vaccine story", "-k", "3",
                                           "--kind", "meme", "--params", str(root / "params.yaml")])
     assert result.exit_code == 0, result.output

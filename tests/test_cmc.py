@@ -13,7 +13,8 @@ from mmd.evaluate.metrics import auroc, classification_metrics, expected_calibra
 from mmd.models.cmc.config import VARIANTS, BlockConfig, CMCConfig
 from mmd.models.cmc.loss import ContrastMemory, CrossModalDistillation, nce_loss
 from mmd.models.cmc.model import Block, chunk_sizes
-from mmd.models.cmc.train import load_model, predict_logits, Inputs, save_model, train_variant
+from mmd.models.cmc.fit import train_variant
+from mmd.models.cmc.predictor import Inputs, load_model, predict_logits, save_model
 from mmd.models.data import Split, TrainData, assign_roles, row_matches
 
 
@@ -189,7 +190,7 @@ def test_a_saved_model_reloads_to_identical_predictions(tmp_path):
 
 
 def test_loading_checks_the_encoder_and_the_folder(tmp_path):
-    from mmd.models.cmc.train import ModelMismatch
+    from mmd.models.data import ModelMismatch
 
     with pytest.raises(FileNotFoundError, match="mmd train"):
         load_model(tmp_path / "nothing")
@@ -210,7 +211,7 @@ def test_fine_tuning_trains_the_encoder_towers_and_reloads(tmp_path, tiny_open_c
 
     from mmd.config import OpenClipConfig
     from mmd.encoders.open_clip import OpenClipEncoder
-    from mmd.models.cmc.train import raw_inputs
+    from mmd.models.cmc.predictor import raw_inputs
 
     encoder = OpenClipEncoder(OpenClipConfig(model=tiny_open_clip, pretrained=None))
     rng = np.random.default_rng(0)
@@ -319,7 +320,7 @@ def test_temperature_scaling_calibrates_overconfident_logits():
     logits = np.stack([np.zeros(2000), true_logit * 5], axis=1)  # five times too confident
     t = fit_temperature(logits, y)
     assert 3.5 < t < 7.0
-    from mmd.models.cmc.train import probabilities
+    from mmd.models.cmc.predictor import probabilities
 
     before = expected_calibration_error(y, probabilities(logits, 1.0))
     after = expected_calibration_error(y, probabilities(logits, t))

@@ -73,7 +73,8 @@ def test_train_saves_the_model_its_metrics_and_plots(project):
     labelled = int(items.label.notna().sum())
     assert data["train"]["items"] - data["train"]["synthetic"] + data["val"]["items"] + data["test"]["items"] \
         + data["dropped_image_shared_with_heldout"] == labelled
-    m = report["val"]
+    assert report["serves"] == "cmc"
+    m = report["val"]["cmc"]
     assert set(m) >= {"accuracy", "per_class", "macro_f1", "auroc", "ece"} and set(m["per_class"]) == {"real", "fake"}
     folder = root / "data" / "models" / "cmc"
     config = json.loads((folder / "config.json").read_text())

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from mmd.results import GateReport
+
 from mmd.cycle import (CycleRunning, cycle_lock, cycle_stages, run_stage, summary_rows, uses_dvc, version_cycle)
 
 
@@ -48,9 +50,11 @@ def test_a_killed_holder_frees_the_lock(make_settings):
 
 
 def test_the_stages_of_a_cycle_follow_the_families(make_settings):
-    assert cycle_stages(make_settings()) == ["ingest", "validate", "embed", "index", "synthesize", "select",
-                                             "train_cmc", "train_rgcl", "evaluate", "gate"]
-    assert cycle_stages(make_settings(evaluate={"families": ["rgcl", "lmm"]}))[6:8] == ["train_rgcl", "train_lmm"]
+    names = [s.name for s in cycle_stages(make_settings())]
+    assert names == ["ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl",
+                     "evaluate", "gate", "report"]
+    lmm = cycle_stages(make_settings(evaluate={"families": ["rgcl", "lmm"]}))
+    assert [s.name for s in lmm[6:8]] == ["train_rgcl", "train_lmm"] and lmm[7].gpu and "rgcl" in lmm[7].params
     with pytest.raises(ValueError, match="unknown stage 'train_bert'"):
         run_stage(make_settings(), "train_bert")
 
@@ -78,13 +82,16 @@ def test_bad_schedules_are_config_errors(make_settings):
 
 
 def test_summary_rows_give_each_stage_its_figures():
+    from mmd.cycle import StageRun
+    from mmd.results import GateReport, IngestReport, ValidateReport
+
     ran = {
-        "ingest": {"how": "dvc", "status": "ran", "seconds": 1.5,
-                   "report": {"totals": {"in": 10, "accepted": 7, "quarantined": 2, "duplicates": 1, "skipped": 0}}},
-        "validate": {"how": "dvc", "status": "skipped", "seconds": 0.4,
-                     "report": {"in": 7, "accepted": 6, "quarantined": 1, "pass_rate": 6 / 7}},
-        "gate": {"how": "dvc", "status": "ran", "seconds": 3.0,
-                 "report": {"families": {"cmc": {"status": "failed", "action": "hold", "champion_after": 2}}}},
+        "ingest": StageRun("ingest", "dvc", "ran", 1.5, IngestReport.model_validate(
+            {"totals": {"in": 10, "accepted": 7, "quarantined": 2, "duplicates": 1, "skipped": 0}})),
+        "validate": StageRun("validate", "dvc", "skipped", 0.4, ValidateReport.model_validate(
+            {"in": 7, "accepted": 6, "quarantined": 1, "pass_rate": 6 / 7})),
+        "gate": StageRun("gate", "dvc", "ran", 3.0, GateReport.model_validate(
+            {"families": {"cmc": {"status": "failed", "action": "hold", "champion_after": 2}}})),
         "email": {"queued": ["<x>"]},
     }
     rows = summary_rows(ran)
@@ -96,7 +103,7 @@ def test_summary_rows_give_each_stage_its_figures():
 
 
 def test_versioning_outside_a_dvc_project_does_nothing(make_settings):
-    out = version_cycle(make_settings(cycle={"commit": True, "push": "on"}), {"families": {}})
+    out = version_cycle(make_settings(cycle={"commit": True, "push": "on"}), GateReport())
     assert out == {"pushed": False, "remote": None, "commit": None, "skipped": "not a DVC project"}
 
 
@@ -107,5 +114,5 @@ def test_push_on_without_a_remote_is_a_clear_error(make_settings, tmp_path):
     _run([str(BIN / "dvc"), "init", "-q"], tmp_path)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     with pytest.raises(RuntimeError, match="cycle.push is on but DVC has no default remote"):
-        version_cycle(make_settings(cycle={"push": "on"}), {"families": {}})
+        version_cycle(make_settings(cycle={"push": "on"}), GateReport())
     assert version_cycle(make_settings(), {"families": {}}) == {"pushed": False, "remote": None, "commit": None}

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from mmd.cycle import StageRun
 import pytest
 
 from .conftest import REPO, small_cycle_params
@@ -53,7 +55,7 @@ def _gone(group: int, timeout: float = 30) -> None:
 
 def _points(settings) -> dict[str, list[str]]:
     """The item ids in every collection the cycle writes that exists now."""
-    from mmd.models.rgcl.train import candidate_collection
+    from mmd.models.rgcl.predictor import candidate_collection
     from mmd.store import open_store
 
     index, rgcl = settings.params.index, settings.params.rgcl
@@ -102,16 +104,15 @@ def test_a_killed_cycle_resumes_and_a_clean_clone_reproduces_the_promoted_models
         assert not (reports / "gate.json").exists()  # it never got that far
 
         ran = retrain_flow(str(project / "params.yaml"))  # started again
-    status = {name: run["status"] for name, run in ran.items() if isinstance(run, dict) and "how" in run}
-    assert {ran[s]["how"] for s in status} == {"dvc"}
+    status = {name: run.status for name, run in ran.items() if isinstance(run, StageRun)}
+    assert {ran[s].how for s in status} == {"dvc"}
     # what was done before the kill is not redone (ingest and index always run; both are incremental)
-    for name in ("validate", "embed", "synthesize", "select"):
+    for name in ("ingest", "validate", "embed", "index", "synthesize", "select"):
         assert status[name] == "skipped", (name, status)
-    assert ran["ingest"]["report"]["totals"]["accepted"] == 0
-    assert ran["index"]["report"]["upserted"] == 0
+    assert status["ingest"] == status["index"] == "skipped"  # the inbox did not change: DVC knows
     assert status["train_rgcl"] == status["evaluate"] == status["gate"] == "ran"
-    gate = ran["gate"]["report"]
-    assert {(f, d["action"], d["champion_after"]) for f, d in gate["families"].items()} == {("cmc", "promote", 1),
+    gate = ran["gate"].result
+    assert {(f, d.action, d.champion_after) for f, d in gate.families.items()} == {("cmc", "promote", 1),
                                                                                            ("rgcl", "promote", 1)}
 
     # no duplicate points: one per embedded item, per synthetic item, per RKC database row

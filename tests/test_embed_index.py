@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from mmd.demo import generate
-from mmd.embed import paths as embed_paths, read_vectors, run_embed
-from mmd.index import open_index, run_index
+from mmd.embed import run_embed
+from mmd.formats.vectors import read_vectors
+from mmd.index import run_index
+from mmd.store import open_store
 from mmd.ingest import run_ingest
 from mmd.search import search_items
 from mmd.store import StoreError
@@ -44,7 +46,7 @@ def test_embed_then_index_then_nothing_to_redo(pipeline):
     again = run_embed(settings, show_progress=False)
     assert (again.encoded_texts, again.encoded_images) == (0, 0)  # the cache serves everything
     assert run_index(settings).upserted == 0
-    _, v1, _ = read_vectors(embed_paths(settings)["vectors"])
+    _, v1, _ = read_vectors(settings.layout.vectors)
     assert v1.shape == (first.embedded, first.dim)
     assert np.allclose(np.linalg.norm(v1, axis=1), 1.0, atol=1e-5)
 
@@ -53,7 +55,7 @@ def test_index_removes_items_that_left_and_rebuilds_from_files_alone(pipeline):
     settings = pipeline()
     run_embed(settings, show_progress=False)
     run_index(settings)
-    table, vectors, _ = read_vectors(embed_paths(settings)["vectors"])
+    table, vectors, _ = read_vectors(settings.layout.vectors)
     query, query_id = vectors[3], table.column("id")[3].as_py()
     before = [h.id for h in search_items_vector(settings, query)]
     assert before[0] == query_id
@@ -67,10 +69,10 @@ def test_index_removes_items_that_left_and_rebuilds_from_files_alone(pipeline):
     assert [h.id for h in search_items_vector(settings, query)] == before
 
     # an item that left the dataset leaves the index
-    from mmd.embed import write_vectors
+    from mmd.formats.vectors import write_vectors
 
     keep = [i for i in range(table.num_rows) if i != 3]
-    write_vectors(embed_paths(settings)["vectors"], [table.column("id")[i].as_py() for i in keep],
+    write_vectors(settings.layout.vectors, [table.column("id")[i].as_py() for i in keep],
                   [table.column("content_hash")[i].as_py() for i in keep],
                   np.array([table.column("has_image")[i].as_py() for i in keep]), vectors[keep], _encoder(settings))
     r = run_index(settings)
@@ -79,11 +81,11 @@ def test_index_removes_items_that_left_and_rebuilds_from_files_alone(pipeline):
 
 
 def _encoder(settings) -> str:
-    return read_vectors(embed_paths(settings)["vectors"])[2]
+    return read_vectors(settings.layout.vectors)[2]
 
 
 def search_items_vector(settings, vector, k=5):
-    store = open_index(settings)
+    store = open_store(settings)
     try:
         return store.search(settings.params.index.items_collection, vector, k=k)
     finally:
@@ -94,9 +96,9 @@ def test_a_collection_built_with_another_encoder_is_refused(pipeline):
     settings = pipeline()
     run_embed(settings, show_progress=False)
     run_index(settings)
-    vectors = embed_paths(settings)["vectors"]
+    vectors = settings.layout.vectors
     table, mixed, _ = read_vectors(vectors)
-    from mmd.embed import write_vectors
+    from mmd.formats.vectors import write_vectors
 
     # the same items' vectors, claimed by another encoder: never mixed into the collection
     write_vectors(vectors, table.column("id").to_pylist(), table.column("content_hash").to_pylist(),
@@ -120,9 +122,9 @@ def test_an_image_that_vanished_after_validation_is_quarantined(pipeline):
     assert json.loads((settings.reports_dir / "embed.json").read_text())["reconciled"]
     import pyarrow.parquet as pq
 
-    q = pq.read_table(embed_paths(settings)["quarantine"]).to_pylist()
+    q = pq.read_table(settings.layout.embed_quarantine).to_pylist()
     assert {r["item_id"] for r in q} == set(lost) and {r["reason_code"] for r in q} == {"image_missing"}
-    table, _, _ = read_vectors(embed_paths(settings)["vectors"])
+    table, _, _ = read_vectors(settings.layout.vectors)
     assert not set(lost) & set(table.column("id").to_pylist())
 
 

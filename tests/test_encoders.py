@@ -232,8 +232,10 @@ def test_loader_workers_only_on_cores_torch_leaves_free(tiny, monkeypatch):
 
 
 def test_encode_items_without_cache(tiny, tmp_path):
+    from mmd.encoders import embed_items
+
     rows = make_items(tmp_path, [("one", 5), ("two", None)])
-    enc = tiny.encode_items(rows, tmp_path, batch_size=4, num_workers=0)
+    enc = embed_items(rows, tiny, None, tmp_path, batch_size=4, num_workers=0)
     assert enc.text.shape == (2, 32) and enc.has_image.tolist() == [True, False] and enc.missing_images == []
 
 

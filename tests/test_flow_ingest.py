@@ -19,8 +19,8 @@ def test_ingest_flow_runs_and_reconciles(make_settings):
     with prefect_test_harness(server_startup_timeout=120):
         first = ingest_flow(str(settings.params_file))
         second = ingest_flow(str(settings.params_file))
-    assert first["ingest"]["reconciled"] and first["ingest"]["totals"]["accepted"] > 0
-    assert first["validate"]["in"] == first["ingest"]["total_items"]
+    assert first["ingest"].reconciled and first["ingest"].totals.accepted > 0
+    assert first["validate"].in_ == first["ingest"].total_items
     # the second run finds nothing new
-    assert second["ingest"]["totals"]["accepted"] == 0
-    assert second["validate"]["in"] == first["validate"]["in"]
+    assert second["ingest"].totals.accepted == 0
+    assert second["validate"].in_ == first["validate"].in_

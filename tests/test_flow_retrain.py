@@ -30,8 +30,8 @@ def test_the_retrain_flow_runs_a_cycle_and_refuses_a_second_at_once(tmp_path, ti
             with pytest.raises(CycleRunning, match="a cycle is already running"):
                 retrain_flow(str(settings.params_file), use_dvc=False)
     assert list(ran) == ["ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl",
-                         "evaluate", "gate", "email", "version"]
-    assert all(ran[s]["how"] == "direct" and ran[s]["status"] == "ran" for s in list(ran)[:10])
+                         "evaluate", "gate", "report", "email", "version"]
+    assert all(ran[s].how == "direct" and ran[s].status == "ran" for s in list(ran)[:11])
     assert ran["version"]["skipped"] == "not a DVC project"
     gate = json.loads((settings.reports_dir / "gate.json").read_text())
     assert {d["action"] for d in gate["families"].values()} == {"promote"}
@@ -84,5 +84,5 @@ def test_with_the_mail_server_down_the_cycle_completes_and_the_next_cycle_delive
         attached = {part.get_filename(): part for part in message.iter_attachments()}
         assert "gate.json" in attached
         gated = json.loads(attached["gate.json"].get_content())
-        assert gated["gated_at"] == cycle["gate"]["report"]["gated_at"]
+        assert gated["gated_at"] == cycle["gate"].result.gated_at
     assert not list(outbox.glob("*.eml")) and len(list((outbox / "sent").glob("*.eml"))) == 2

@@ -30,19 +30,22 @@ SMALL = dict(
 
 
 def _train(settings) -> None:
-    from mmd.models.cmc.train import run_train_cmc
-    from mmd.models.rgcl.train import run_train_rgcl
+    from mmd.models.cmc.stage import train_stage as train_cmc
+    from mmd.models.rgcl.stage import train_stage as train_rgcl
 
-    run_train_cmc(settings)
-    run_train_rgcl(settings)
+    train_cmc(settings)
+    train_rgcl(settings)
 
 
 def _cycle(settings) -> dict:
     from mmd.evaluate.evaluate import run_evaluate
     from mmd.gate import run_gate
+    from mmd.report import run_report
 
     run_evaluate(settings)
-    return run_gate(settings)
+    report = run_gate(settings)
+    run_report(settings)
+    return report
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from mmd.config import load_settings
-from mmd.ingest import paths, run_ingest
+from mmd.ingest import run_ingest
 from mmd.sources.base import rating_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def review(url: str | None, claim: str, rating: str, **extra) -> dict:
 
 
 def items(settings) -> list[dict]:
-    return pq.read_table(paths(settings)["items"]).to_pylist()
+    return pq.read_table(settings.layout.items_ingested).to_pylist()
 
 
 def only(result):
@@ -109,18 +109,18 @@ def test_second_ingest_with_nothing_new_adds_nothing(inbox_settings, tmp_path):
     fill_inbox(tmp_path / "inbox")
     first = only(run_ingest(inbox_settings, show_progress=False))
     assert (first.seen, first.accepted, first.quarantined, first.duplicates) == (7, 7, 0, 0)
-    p = paths(inbox_settings)
-    before_items = pq.read_table(p["items"])
-    before_q = pq.read_table(p["quarantine"])
+    p = inbox_settings.layout
+    before_items = pq.read_table(p.items_ingested)
+    before_q = pq.read_table(p.ingest_quarantine)
 
     second = run_ingest(inbox_settings, show_progress=False)
     rep = only(second)
     assert (rep.seen, rep.accepted, rep.quarantined, rep.duplicates, rep.skipped) == (0, 0, 0, 0, 0)
     assert rep.counters["unchanged_files"] == 3  # train.jsonl, reviews.json, posts.tsv
     assert second.total_items == 7
-    assert pq.read_table(p["items"]).equals(before_items)
-    assert pq.read_table(p["quarantine"]).equals(before_q)
-    report = json.loads(p["report"].read_text())
+    assert pq.read_table(p.items_ingested).equals(before_items)
+    assert pq.read_table(p.ingest_quarantine).equals(before_q)
+    report = json.loads(p.ingest_report.read_text())
     assert report["totals"] == {"in": 0, "accepted": 0, "quarantined": 0, "duplicates": 0, "skipped": 0}
     assert report["total_items"] == 7
 
@@ -165,7 +165,7 @@ def test_changed_file_is_reread_and_only_its_new_records_accepted(inbox_settings
     rows = items(inbox_settings)
     assert len(rows) == 9
     assert len({r["id"] for r in rows}) == 9
-    dupes = pq.read_table(paths(inbox_settings)["duplicates"]).to_pylist()
+    dupes = pq.read_table(inbox_settings.layout.duplicates).to_pylist()
     assert sorted(d["ref"] for d in dupes) == ["11", "12", "m1", "m2", "m3"]
     assert {d["reason_code"] for d in dupes} == {"duplicate_id"}
 
@@ -276,7 +276,7 @@ def test_ratings_table_normalises_wording_and_counts_unknown(tmp_path):
     assert dict(rep.unknown_ratings) == {"unproven": 2, "needs context?": 1}
     originals = {r["url"][-1]: r["label_original"] for r in items(s)}
     assert originals["b"] == "pants   ON fire!"  # the wording as published (trimmed), not the key
-    report = json.loads(paths(s)["report"].read_text())
+    report = json.loads(s.layout.ingest_report.read_text())
     assert report["sources"][0]["unknown_ratings"] == {"unproven": 2, "needs context?": 1}
 
 
@@ -316,7 +316,7 @@ def test_exact_repeat_of_a_meme_under_another_id_is_a_recorded_duplicate(inbox_s
     # m2 repeats m1 (same bytes, same normalised text, same label); m3's label differs: kept
     assert (rep.accepted, rep.duplicates) == (2, 1)
     assert sorted(r["native_id"] for r in items(inbox_settings)) == ["m1", "m3"]
-    (dup,) = pq.read_table(paths(inbox_settings)["duplicates"]).to_pylist()
+    (dup,) = pq.read_table(inbox_settings.layout.duplicates).to_pylist()
     m1 = next(r for r in items(inbox_settings) if r["native_id"] == "m1")
     assert (dup["reason_code"], dup["ref"], dup["item_id"]) == ("duplicate_image", "m2", m1["id"])
 
@@ -361,12 +361,12 @@ def test_a_source_that_raises_does_not_stop_the_others(tmp_path):
     assert memes_rep.reconciled
     assert (claims_rep.seen, claims_rep.accepted, claims_rep.error) == (1, 1, None)
     assert [r["source"] for r in items(s)] == ["claims"]
-    (q,) = pq.read_table(paths(s)["quarantine"]).to_pylist()
+    (q,) = pq.read_table(s.layout.ingest_quarantine).to_pylist()
     assert (q["source"], q["reason_code"], q["stage"]) == ("memes", "source_error", "ingest")
     assert "the source stopped" in q["reason"]
-    marks = json.loads(paths(s)["watermarks"].read_text())
+    marks = json.loads(s.layout.watermarks.read_text())
     assert "claims" in marks and "memes" not in marks  # the failed source is read again next time
-    report = json.loads(paths(s)["report"].read_text())
+    report = json.loads(s.layout.ingest_report.read_text())
     assert report["sources"][0]["error"] == memes_rep.error
 
     (s.data_dir / "images").unlink()

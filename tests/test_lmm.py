@@ -20,8 +20,10 @@ from mmd.items import ITEM_SCHEMA, write_table
 from mmd.models.lmm.config import HeadParams, LMMConfig, LoRAParams
 from mmd.models.lmm.model import IGNORE, ItemEncoder, LMMUnavailable, load_lmm
 from mmd.models.lmm.tiny import tiny_llava, tiny_qwen2_vl
-from mmd.models.lmm.train import (Items, fine_tune, load_lmm_detector, prepare, run_train_lmm, save_detector,
-                                  step_losses, train_detector)
+from mmd.models.lmm.fit import fine_tune, prepare, step_losses, train_detector
+from mmd.models.lmm.items import Items
+from mmd.models.lmm.predictor import load_lmm_detector, save_detector
+from mmd.models.lmm.stage import train_stage as run_train_lmm
 
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 40, 220), (230, 230, 20)]
 
@@ -59,7 +61,7 @@ def rgcl_available() -> bool:
     try:
         from mmd.models.rgcl.config import RGCLConfig  # noqa: F401
         from mmd.models.rgcl.model import FeatureHead  # noqa: F401
-        from mmd.models.rgcl.train import fit_head  # noqa: F401
+        from mmd.models.rgcl.fit import fit_head  # noqa: F401
     except ImportError:
         return False
     return True
@@ -220,7 +222,7 @@ def test_adapter_and_heads_reload_to_identical_scores(tmp_path, tiny_base, pictu
 
 @needs_rgcl
 def test_stage2_fits_the_rgcl_head_on_last_prompt_token_features(pictures, monkeypatch):
-    import mmd.models.rgcl.train as rgcl_train
+    import mmd.models.rgcl.fit as rgcl_train
     from mmd.models.rgcl.config import RGCLConfig
 
     seen = {}
@@ -274,8 +276,8 @@ def test_run_train_lmm_writes_the_model_and_the_report(make_settings, tiny_base,
     assert (folder / "adapter_model.safetensors").exists() and (folder / "head.safetensors").exists()
     assert (settings.reports_dir / "train_lmm.json").exists()
     assert report["data"]["train"]["items"] == 8 and report["data"]["train"]["with_image"] == 5
-    assert set(report["val"]) >= {"auroc", "accuracy", "macro_f1"} and report["test"]["n"] == 4
-    assert report["scorer"] == "head" and report["best_epochs"]["lmm"] == 1
+    assert report["serves"] == "head" and set(report["val"]["head"]) >= {"auroc", "accuracy", "macro_f1"}
+    assert report["test"]["head"]["n"] == 4 and report["best_epochs"]["lmm"] == 1
     # `mmd predict --model lmm` reads the texts and pictures itself (no encoder features)
     from mmd.models.predict import run_predict
 

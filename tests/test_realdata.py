@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mmd.config import load_settings
-from mmd.ingest import paths, run_ingest
+from mmd.ingest import run_ingest
 from mmd.items import normalise_text
 from mmd.sources.mediaeval import event_of
 from mmd.validate import run_validate
@@ -219,7 +219,7 @@ def test_mediaeval_text_only_accounts_for_every_post(mediaeval_text_only, mediae
     assert (rep.quarantined, rep.skipped) == (0, 0)
     assert rep.accepted + rep.duplicates == rep.seen
     assert rep.counters["posts_without_images_text_only"] == text_only == 1868
-    report = json.loads(paths(s)["report"].read_text())
+    report = json.loads(s.layout.ingest_report.read_text())
     assert report["sources"][0]["counters"]["posts_without_images_text_only"] == 1868
     assert report["reconciled"] is True
 
@@ -335,7 +335,7 @@ def test_datacommons_files_one_source_each(shared, tmp_path):
     assert (kerry["source"], kerry["publisher"], kerry["published_at"], kerry["claim_date"]) == (
         "weekly-standard", "The Weekly Standard", "2018-06-08", "2018-06-08")
     assert kerry["url"] == "https://www.weeklystandard.com/holmes-lybrand/fact-check-john-kerry-to-get-jail-time"
-    report = json.loads(paths(s)["report"].read_text())
+    report = json.loads(s.layout.ingest_report.read_text())
     assert report["sources"][0]["unknown_ratings"] == {"will military drills end?": 1}
 
 
@@ -348,7 +348,7 @@ def test_claimreview_folder_source(shared, tmp_path):
     assert rep.unknown_ratings == {"will military drills end?": 1}
     families = Counter(r["source_family"] for r in table(result.items_path))
     assert families == {"claimreview": 6, "factcheck_api": 10}
-    marks = json.loads(paths(s)["watermarks"].read_text())
+    marks = json.loads(s.layout.watermarks.read_text())
     assert len(marks["folder"]["files"]) == 3
     again = run_ingest(s, show_progress=False).sources[0]
     assert (again.seen, again.counters["unchanged_files"]) == (0, 3)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import mmd.registry.provenance as lineage_module
 from mmd import registry as registry_module
-from mmd.registry import METADATA_FILES, Registry, RegistryError, lineage, model_digest, registry_root
+from mmd.registry import METADATA_FILES, Registry, RegistryError, lineage, model_digest
 
 
 class Crash(BaseException):
@@ -96,7 +97,9 @@ def test_register_copies_the_whole_folder_and_the_extra_files(reg, tmp_path):
 
 def test_register_refuses_bad_input(reg, tmp_path):
     src = make_model(tmp_path / "model")
-    with pytest.raises(RegistryError, match="unknown model family"):
+    with pytest.raises(RegistryError, match="cannot name a model family"):
+        reg.register("../cmc", src, {}, {})
+    with pytest.raises(RegistryError, match="not 'bert'"):  # any family may register, but only its own models
         reg.register("bert", src, {}, {})
     with pytest.raises(RegistryError, match="not 'rgcl'"):
         reg.register("rgcl", src, {}, {})
@@ -413,7 +416,7 @@ def test_lineage_without_git_or_when_git_hangs(tmp_path, monkeypatch, failure):
     def run(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr(registry_module.subprocess, "run", run)
+    monkeypatch.setattr(lineage_module.subprocess, "run", run)
     found = lineage(tmp_path, make_model(tmp_path / "m"), {})
     assert found["code_commit"] is None and found["code_dirty"] is None
 
@@ -437,11 +440,11 @@ def test_lineage_in_a_git_repository(tmp_path, monkeypatch):
     head = git("rev-parse", "HEAD").strip()
     found = lineage(root, model, {})
     assert found["code_commit"] == head and found["code_dirty"] is False
-    assert found["dvc_lock"] == registry_module.sha256_hex(b"schema: '2.0'\n")
+    assert found["dvc_lock"] == lineage_module.sha256_hex(b"schema: '2.0'\n")
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     assert lineage(root, model, {})["code_dirty"] is True
 
 
 def test_the_registry_lives_under_the_data_folder(make_settings):
     settings = make_settings()
-    assert registry_root(settings) == settings.data_dir / "registry"
+    assert settings.layout.registry == settings.data_dir / "registry"

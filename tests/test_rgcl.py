@@ -20,7 +20,8 @@ from mmd.models.rgcl.config import RGCLConfig
 from mmd.models.rgcl.knn import mine_exact, mine_store, rkc_from_hits, rkc_scores
 from mmd.models.rgcl.loss import rgcl_loss
 from mmd.models.rgcl.model import FeatureHead, RGCLHead
-from mmd.models.rgcl.train import fit_head, load_model, save_model, train_rgcl
+from mmd.models.rgcl.fit import fit_head, train_rgcl
+from mmd.models.rgcl.predictor import load_model, save_model
 from mmd.store import open_store
 
 
@@ -197,14 +198,14 @@ def test_a_missing_picture_uses_the_learned_input():
 # --------------------------------------------------------------------------- the stage, labels, predict
 @pytest.fixture(scope="module")
 def _trained(tmp_path_factory, tiny_open_clip):
-    from mmd.models.rgcl.train import run_train_rgcl
+    from mmd.models.rgcl.stage import train_stage
 
     from .conftest import prepare_demo_project
 
     root = tmp_path_factory.mktemp("rgcl")
     settings = prepare_demo_project(root, tiny_open_clip, dict(memes=30, claims=12, posts=24),
                                     rgcl=dict(map_dim=32, epochs=6, lr=2e-3, rkc={"k": 5}))
-    report = run_train_rgcl(settings)
+    report = train_stage(settings)
     return root, report
 
 
@@ -220,7 +221,7 @@ def test_the_stage_writes_the_model_its_database_and_report(_trained):
     assert set(report["val"]) == {"head", "rkc"} and report["mining"] == "store"
     assert report["database_points"] == report["data"]["train"]["items"]
     assert report["store_rkc_agreement"] == 1.0  # RKC through the store = brute force
-    from mmd.models.rgcl.train import read_database
+    from mmd.models.rgcl.predictor import read_database
 
     ids, labels, g = read_database(root / "data" / "models" / "rgcl" / "database.parquet")
     assert len(ids) == len(labels) == len(g) == report["data"]["train"]["items"]

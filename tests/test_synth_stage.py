@@ -9,12 +9,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mmd.embed import read_vectors, run_embed
-from mmd.index import open_index, run_index
+from mmd.embed import run_embed
+from mmd.formats.vectors import read_vectors
+from mmd.index import run_index
+from mmd.store import open_store
 from mmd.ingest import run_ingest
-from mmd.synth.generate import paths as synth_paths, read_pool, run_synthesize
+from mmd.formats.pool import read_pool
+from mmd.synth.generate import run_synthesize
 from mmd.synth.scoring import SelectionError
-from mmd.synth.select import paths as select_paths, run_select
+from mmd.synth.select import run_select
 from mmd.validate import run_validate
 
 
@@ -92,10 +95,10 @@ def test_every_generator_writes_items_with_provenance_and_vectors(indexed):
             donor = items[r["parent_ids"][1]]
             assert not (parent["label"] == 0 and donor["label"] == 1)  # the ambiguous case is never made
             assert r["label"] == (1 if parent["label"] == 1 else 0)
-    table, mixed, encoder = read_vectors(synth_paths(settings)["vectors"])
+    table, mixed, encoder = read_vectors(settings.layout.pool_vectors)
     assert table.column("id").to_pylist() == [r["id"] for r in pool]
     assert np.allclose(np.linalg.norm(mixed, axis=1), 1.0, atol=1e-5)
-    with open_index(settings) as store:
+    with open_store(settings) as store:
         assert store.count(settings.params.index.synthetic_collection) == len(pool)
 
 
@@ -165,17 +168,17 @@ def test_select_writes_the_set_its_scores_features_and_report(indexed):
     settings = indexed(select={"k": 10, "method": "hybrid"})
     run_synthesize(settings)
     report = run_select(settings)
-    p = select_paths(settings)
-    selected = pq.read_table(p["selected"]).to_pylist()
+    p = settings.layout
+    selected = pq.read_table(p.selected).to_pylist()
     assert len(selected) == report.selected == 10
     assert [r["rank"] for r in selected] == list(range(1, 11))
     assert all({"semsim", "dissim", "score", "generator", "parent_ids"} <= set(r) for r in selected)
     assert report.ranked_by.startswith("proxy:") and set(report.details["proxy_divergence"]) == {"semsim", "dissim"}
-    table, mixed, _ = read_vectors(p["features"])
+    table, mixed, _ = read_vectors(p.selected_features)
     assert table.column("id").to_pylist() == [r["id"] for r in selected] and mixed.shape[0] == 10
-    scores = pq.read_table(p["scores"])
+    scores = pq.read_table(p.selection_scores)
     assert scores.num_rows == report.candidates and sum(scores.column("selected").to_pylist()) == 10
-    saved = json.loads(p["report"].read_text())
+    saved = json.loads(p.select_report.read_text())
     assert saved["k"] == 10 and saved["target"] > 0
 
     for method in ("random", "semsim", "dissim"):
@@ -210,5 +213,5 @@ def test_a_lost_store_comes_back_with_the_pool(indexed):
 
     shutil.rmtree(settings.data_dir / settings.params.index.path)
     run_index(settings)
-    with open_index(settings) as store:
+    with open_store(settings) as store:
         assert store.count(settings.params.index.synthetic_collection) == len(_pool(settings))

@@ -196,22 +196,6 @@ class Encoder(abc.ABC):
             return np.zeros((0, self.image_dim), np.float32)
         return self.encode_image_tensors(torch.stack([self.preprocess_image(im) for im in images]))
 
-    def encode_items(
-        self,
-        items: Sequence[dict[str, Any]],
-        data_dir: Path,
-        batch_size: int = 32,
-        num_workers: int = 0,
-    ) -> EncodedItems:
-        """Encode rows with `id`, `text`, `image_path` (relative to data_dir), without a cache.
-
-        Images that cannot be read come back in `missing_images`; those rows are text-only.
-        """
-        from mmd.encoders.cache import embed_items  # the one pipeline, with or without a cache
-
-        result = embed_items(items, self, None, data_dir, batch_size=batch_size, num_workers=num_workers)
-        return EncodedItems(result.text, result.image, result.has_image, result.missing_images)
-
     def trainable_backbones(self) -> tuple[torch.nn.Module, torch.nn.Module]:
         """Trainable copies of the text and image towers, for fine-tuning a detector.
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 import uuid
@@ -29,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmd.util import atomic_path, write_json
 from mmd.encoders.base import (
     Encoder,
     MissingImage,
@@ -130,11 +130,10 @@ class _Modality:
         # time-ordered names keep parts sorted oldest first; the random tail keeps writers apart
         name = f"{self.prefix}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         path = self.folder / name
-        tmp = self.folder / f".{name}.tmp"
         flat = pa.array(np.ascontiguousarray(vecs, dtype=np.float32).reshape(-1), type=pa.float32())
         table = pa.table({"key": pa.array(keys, pa.string()), "vec": pa.FixedSizeListArray.from_arrays(flat, self.dim)})
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
         return path
 
 
@@ -168,9 +167,7 @@ class EmbeddingCache:
             if found.get("format") != CACHE_FORMAT:
                 raise CacheIdentityError(f"{self.folder}: cache format {found.get('format')}, expected {CACHE_FORMAT}")
         elif not read_only:
-            tmp = meta_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, meta_path)
+            write_json(meta_path, meta)
         self._text = _Modality(self.folder, "text", self.text_dim)
         self._image = _Modality(self.folder, "image", self.image_dim)
 

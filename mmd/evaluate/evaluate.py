@@ -25,52 +25,30 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import pyarrow as pa
 
 from mmd.config import Settings
+from mmd.formats.scores import HOLDOUT, score_table
 from mmd.items import ITEM_SCHEMA, now_iso, read_table, write_table
-from mmd.util import write_json
-
-SCORES_SCHEMA = pa.schema([
-    ("id", pa.string()), ("score", pa.float32()), ("label", pa.int8()), ("role", pa.string()),
-    ("ingested_at", pa.string()), ("kind", pa.string()), ("source", pa.string()),
-])
-HOLDOUT = "holdout"
-
-
-def paths(settings: Settings) -> dict[str, Path]:
-    return {
-        "dir": settings.data_dir / "evaluation",
-        "report": settings.reports_dir / "evaluate.json",
-        "plots": settings.reports_dir / "evaluate",
-    }
-
-
-def model_dir(settings: Settings, family: str) -> Path:
-    """Where the training stage leaves a family's newest model (the challenger)."""
-    return settings.data_dir / "models" / family
-
+from mmd.results import EvaluateReport
 
 def item_roles(settings: Settings) -> tuple[list[dict], dict[str, str]]:
     """Every validated item, and its role: holdout, train or val (as the detectors' data assembly
     assigns them, leak rules included), unlabelled, or other (filtered out or dropped)."""
-    from mmd.embed import paths as embed_paths
     from mmd.models.data import training_rows
 
-    rows = read_table(embed_paths(settings)["input"], ITEM_SCHEMA).to_pylist()
+    rows = read_table(settings.layout.items, ITEM_SCHEMA).to_pylist()
     roles, _ = training_rows(settings, synthetic=False)
     role_of = {r["id"]: (HOLDOUT if role == "test" else role) for role, rs in roles.items() for r in rs}
     return rows, {r["id"]: role_of.get(r["id"], "unlabelled" if r["label"] is None else "other") for r in rows}
 
 
-def scorer(settings: Settings, family: str, folder: Path, collection: str | None = None
+def scorer(settings: Settings, family: str, folder: Path, challenger: bool = False
            ) -> tuple[dict, Callable[[list[dict]], np.ndarray]]:
-    """(the model's config, score(item rows) -> calibrated P(label 1)) for a saved model folder.
-    RGCL's RKC searches `collection` (synced from the folder's database) when given."""
-    from mmd.models.predict import model_scorer
+    """(the model's config, score(item rows) -> calibrated P(label 1)) for a saved model folder."""
+    from mmd.models.serving import load_predictor
 
-    meta, _, score = model_scorer(settings, family, folder, collection=collection)
-    return meta, lambda rows: score(rows, settings.data_dir)[0] if rows else np.zeros(0, np.float32)
+    predictor = load_predictor(settings, family, folder, challenger=challenger)
+    return predictor.meta, lambda rows: predictor.score(rows, settings.data_dir)[0] if rows else np.zeros(0, np.float32)
 
 
 def holdout_metrics(y: np.ndarray, p: np.ndarray, settings: Settings) -> dict:
@@ -88,22 +66,22 @@ def write_plots(settings: Settings, family: str, y: np.ndarray, p: np.ndarray, a
     """DVC plot data (ROC points, the confusion rows) and one figure for people."""
     from mmd.evaluate.metrics import plot_evaluation, plot_scores, roc_points
 
-    out = paths(settings)["plots"]
-    roc = out / "roc" / f"{family}.csv"
+    at = settings.layout
+    roc = at.evaluate_roc / f"{family}.csv"
     roc.parent.mkdir(parents=True, exist_ok=True)
     fpr, tpr, thr = roc_points(y, p)
     with open(roc, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["fpr", "tpr", "threshold"])
         w.writerows(zip(np.round(fpr, 6), np.round(tpr, 6), np.round(np.minimum(thr, 1.0), 6)))
-    conf = out / "confusion" / f"{family}.csv"
+    conf = at.evaluate_confusion / f"{family}.csv"
     conf.parent.mkdir(parents=True, exist_ok=True)
     names = settings.params.train.label_names
     with open(conf, "w", newline="") as fh:  # one row per item: DVC's confusion template counts them
         w = csv.writer(fh)
         w.writerow(["actual", "predicted"])
         w.writerows((names[int(a)], names[int(b >= 0.5)]) for a, b in zip(y, p))
-    figures = out / "figures"
+    figures = at.evaluate_figures
     return {
         "roc": str(roc), "confusion": str(conf),
         "evaluation": str(plot_evaluation(y, p, figures / f"{family}-holdout.png", f"{family}, holdout")),
@@ -112,21 +90,11 @@ def write_plots(settings: Settings, family: str, y: np.ndarray, p: np.ndarray, a
     }
 
 
-def score_table(rows: list[dict], role: dict[str, str], scores: np.ndarray) -> pa.Table:
-    return pa.Table.from_pylist([
-        {"id": r["id"], "score": float(s), "label": r["label"], "role": role[r["id"]],
-         "ingested_at": r["ingested_at"], "kind": r["kind"], "source": r["source"]}
-        for r, s in zip(rows, scores)], schema=SCORES_SCHEMA)
-
-
 def evaluate_family(settings: Settings, family: str, rows: list[dict], role: dict[str, str]) -> dict:
     started = time.perf_counter()
-    from mmd.models.rgcl.train import candidate_collection
-
-    meta, score = scorer(settings, family, model_dir(settings, family), candidate_collection(settings.params.rgcl))
+    meta, score = scorer(settings, family, settings.layout.model(family), challenger=True)
     scores = score(rows)
-    table = score_table(rows, role, scores)
-    write_table(table, paths(settings)["dir"] / f"{family}.parquet")
+    write_table(score_table(rows, role, scores), settings.layout.evaluation_scores(family))
     held = np.array([role[r["id"]] == HOLDOUT for r in rows], bool)
     y = np.array([-1 if r["label"] is None else r["label"] for r in rows], np.int64)
     result = {"model_trained_at": meta.get("trained_at"), "variant": meta.get("variant") or meta.get("recipe"),
@@ -153,12 +121,12 @@ def run_evaluate(settings: Settings, families: Sequence[str] | None = None,
                                 "label_0": sum(r["label"] == 0 for r in held)},
                     "families": {}}
     for family in families or cfg.families:
-        if not (model_dir(settings, family) / "config.json").exists():
-            report["families"][family] = {"skipped": f"no trained model in {model_dir(settings, family)}"}
+        if not (settings.layout.model(family) / "config.json").exists():
+            report["families"][family] = {"skipped": f"no trained model in {settings.layout.model(family)}"}
             continue
         report["families"][family] = evaluate_family(settings, family, rows, role)
         if log:
             h = report["families"][family]["holdout"]
             log(f"{family}: " + (f"holdout macro-F1 {h['macro_f1']:.3f}, AUROC {h['auroc']}" if h else "no holdout"))
-    write_json(paths(settings)["report"], report)
+    EvaluateReport.model_validate(report).write(settings.layout)
     return report

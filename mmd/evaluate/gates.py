@@ -22,51 +22,11 @@ it is promoted when the others pass (the floors among them).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Sequence
+from typing import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from mmd.evaluate.drift import DriftConfig
+from mmd.config.gate import GateConfig
 
 PASSED, FAILED, COULD_NOT_RUN, SKIPPED = "passed", "failed", "could_not_run", "skipped"
-Mode = Literal["enforce", "report", "off"]
-CHECKS = ("validation", "floors", "champion", "data_drift", "embedding_drift", "synthetic_vs_real", "prediction_drift")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Floors(_Strict):
-    accuracy: float = Field(0.6, ge=0, le=1)
-    macro_f1: float = Field(0.55, ge=0, le=1)
-    auroc: float = Field(0.6, ge=0, le=1)
-    class_f1: float = Field(0.3, ge=0, le=1)   # every class: below this the class has collapsed
-
-
-class GateConfig(_Strict):
-    primary_metric: Literal["macro_f1", "accuracy", "auroc"] = "macro_f1"
-    min_delta: float = 0.0                      # challenger >= champion + min_delta
-    max_class_f1_drop: float = Field(0.05, ge=0, le=1)
-    min_holdout: int = Field(20, ge=1)          # fewer labelled holdout items: accuracy checks cannot run
-    min_pass_rate: float = Field(0.9, ge=0, le=1)
-    floors: Floors = Floors()
-    drift: DriftConfig = DriftConfig()
-    checks: dict[str, Mode] = Field(default_factory=lambda: {name: "enforce" for name in CHECKS})
-    promote: bool = True                        # false: decide and report, leave the champion alone
-
-    @field_validator("checks")
-    @classmethod
-    def _known_checks(cls, value: dict[str, Mode]) -> dict[str, Mode]:
-        unknown = sorted(set(value) - set(CHECKS))
-        if unknown:
-            raise ValueError(f"unknown checks {unknown}: the gate's checks are {', '.join(CHECKS)}")
-        return value
-
-    def mode(self, check: str) -> Mode:
-        return self.checks.get(check, "enforce")
-
-
 @dataclass
 class Check:
     name: str

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from mmd.config import Settings, TrainConfig
+from mmd.formats.pool import read_selected
 from mmd.items import ITEM_SCHEMA, read_table
 
 ROLES = ("train", "val", "test")
@@ -144,11 +144,8 @@ def assign_roles(rows: list[dict], cfg: TrainConfig) -> tuple[dict[str, list[dic
 def training_rows(settings: Settings, synthetic: bool | None = None) -> tuple[dict[str, list[dict]], dict]:
     """The item rows of train / val / test (see the module docstring: filter, roles, leak rules,
     synthetic rows marked `_synthetic`), and what was carved or dropped."""
-    from mmd.embed import paths as embed_paths
-    from mmd.synth.select import paths as select_paths
-
     cfg = settings.params.train
-    src = embed_paths(settings)["input"]
+    src = settings.layout.items
     if not src.exists():
         raise FileNotFoundError(f"{src} does not exist: run `mmd validate` first")
     rows = [r for r in read_table(src, ITEM_SCHEMA).to_pylist()
@@ -158,12 +155,12 @@ def training_rows(settings: Settings, synthetic: bool | None = None) -> tuple[di
     roles, report = assign_roles(rows, cfg)
 
     use_synthetic = cfg.synthetic if synthetic is None else synthetic
-    sel_path = select_paths(settings)["selected"]
+    sel_path = settings.layout.selected
     report["synthetic_dropped_leak"] = 0
     if use_synthetic and sel_path.exists():
         held_ids = {r["id"] for role in ("val", "test") for r in roles[role]}
         held_images = {r["image_sha256"] for role in ("val", "test") for r in roles[role] if r.get("image_sha256")}
-        synth = [r for r in pq.read_table(sel_path).to_pylist() if r["label"] is not None]
+        synth = [r for r in read_selected(settings) if r["label"] is not None]
         clean = [r for r in synth if not (set(r.get("parent_ids") or []) & held_ids)
                  and r.get("image_sha256") not in held_images]
         report["synthetic_dropped_leak"] = len(synth) - len(clean)
@@ -207,10 +204,9 @@ def load_training_data(settings: Settings, encoder=None, synthetic: bool | None 
 
 def _read_only_cache(settings: Settings, encoder):
     """The embed stage's cache, read only (it is that stage's versioned output); None for an id-keyed encoder."""
-    from mmd.embed import paths as embed_paths
     from mmd.encoders import EmbeddingCache
 
-    return None if encoder.keyed_by_id else EmbeddingCache.for_encoder(embed_paths(settings)["cache"], encoder,
+    return None if encoder.keyed_by_id else EmbeddingCache.for_encoder(settings.layout.embed_cache, encoder,
                                                                        read_only=True)
 
 

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from mmd.models.data import ModelMismatch
+from mmd.util import atomic_path
 
 
 def save_weights(path: Path, module, metadata: dict[str, str]) -> Path:
@@ -17,9 +18,8 @@ def save_weights(path: Path, module, metadata: dict[str, str]) -> Path:
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return path
 
 

@@ -27,8 +27,6 @@ from mmd.config import Settings
 from mmd.items import ITEM_SCHEMA, now_iso, read_table, sha256_hex, write_table
 from mmd.quarantine import append_records, quarantine
 
-MODELS = ("cmc", "rgcl", "lmm")
-
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()), ("score", pa.float32()), ("predicted", pa.int8()), ("label", pa.int8()),
     ("has_image", pa.bool_()), ("text", pa.string()), ("image_path", pa.string()), ("model", pa.string()),
@@ -84,77 +82,19 @@ def read_jsonl(path: Path) -> tuple[list[dict], list]:
     return rows, bad
 
 
-def serving_dir(settings: Settings, model: str) -> Path:
-    """The model in service: the registry's champion, or the newest trained one while there is none."""
-    from mmd.registry import Registry, registry_root
-
-    champion = Registry(registry_root(settings)).serving_dir(model) if registry_root(settings).exists() else None
-    return champion or settings.data_dir / "models" / model
-
-
-def model_scorer(settings: Settings, model: str, model_dir: Path | None = None, collection: str | None = None):
-    """(meta, variant, score(rows, data_dir) -> (calibrated P(label 1), has_image)) of a trained model
-    (the one in service by default). CMC and RGCL score the encoder's features; the LMM reads the texts
-    and pictures itself. RGCL's RKC searches `collection` (its configured one by default)."""
-    model_dir = Path(model_dir) if model_dir else serving_dir(settings, model)
-    if model == "lmm":
-        from mmd.models.lmm.train import Items, load_lmm_detector, paths as lmm_paths
-
-        detector = load_lmm_detector(model_dir, root=settings.root)
-
-        def score_lmm(rows: list[dict], data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-            items = Items.from_rows(rows, data_dir)
-            return (np.asarray(detector.predict_items(items), np.float32),
-                    np.array([p is not None for p in items.images], bool))
-
-        return detector.meta, detector.meta.get("recipe", "lmm"), score_lmm
-
-    from mmd.encoders import build_encoder
-    from mmd.models.data import item_features
-
-    encoder = build_encoder(settings.params.embed, settings.root)
-    if model == "cmc":
-        from mmd.models.cmc.train import load_model, raw_inputs
-
-        predictor = load_model(model_dir, encoder, settings.params.train.device)
-
-        def predict(split, data_dir: Path) -> np.ndarray:
-            return predictor.predict(split, raw_inputs(encoder, data_dir) if predictor.meta.get("finetuned") else None)
-
-        meta, variant = predictor.meta, predictor.meta["variant"]
-    else:
-        from mmd.index import open_index
-        from mmd.models.rgcl.train import load_model, sync_database
-
-        rgcl = load_model(model_dir, encoder)
-        meta, variant = rgcl.meta, rgcl.cfg.predict_with
-
-        def predict(split, data_dir: Path) -> np.ndarray:
-            if variant == "head":
-                return rgcl.head_scores(split)
-            with open_index(settings) as store:
-                # a wiped store, or one holding another model's database, comes back from the files
-                sync_database(settings, rgcl, store, encoder, collection=collection)
-                return rgcl.rkc(store, split, collection=collection)
-
-    def score(rows: list[dict], data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-        split = item_features(settings, rows, encoder, data_dir=data_dir)
-        return predict(split, data_dir), split.has_image
-
-    return meta, variant, score
-
-
 def run_predict(settings: Settings, model: str = "cmc", input: Path | None = None, output: Path | None = None,
                 model_dir: Path | None = None) -> PredictReport:
-    from mmd.embed import paths as embed_paths
     from mmd.evaluate.metrics import classification_metrics
+    from mmd.models.families import all_families
+    from mmd.models.serving import load_predictor
 
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
-    meta, variant, score = model_scorer(settings, model, model_dir)
+    if model not in all_families():
+        raise ValueError(f"unknown model {model!r}: one of {', '.join(all_families())}")
+    predictor = load_predictor(settings, model, model_dir)
+    meta, variant, score = predictor.meta, predictor.variant, predictor.score
     bad: list = []
     if input is None or Path(input).suffix == ".parquet":
-        src = Path(input) if input else embed_paths(settings)["input"]
+        src = Path(input) if input else settings.layout.items
         if not src.exists():
             raise FileNotFoundError(f"{src} does not exist" + ("" if input else ": run `mmd validate` first"))
         rows = read_table(src, ITEM_SCHEMA).to_pylist()
@@ -164,7 +104,7 @@ def run_predict(settings: Settings, model: str = "cmc", input: Path | None = Non
         data_dir = Path("/")  # absolute paths, checked to exist by the embedding step
     else:
         raise ValueError(f"{input}: give a .jsonl or a .parquet file")
-    out_path = Path(output) if output else settings.data_dir / "predictions" / f"{model}.parquet"
+    out_path = Path(output) if output else settings.layout.predictions(model)
     if bad:
         append_records(out_path.parent / "quarantine.parquet", bad)
     scores, has_image = score(rows, data_dir) if rows else (np.zeros(0, np.float32), np.zeros(0, bool))

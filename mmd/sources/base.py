@@ -50,7 +50,7 @@ class SourceContext:
     def quarantine(self, code: str, reason: str, ref: str, raw: bytes | str = b"", item_id: str | None = None) -> QuarantineRecord:
         return quarantine(
             "ingest", self.name, code, reason, ref, raw, item_id,
-            blob_dir=self.data_root / "quarantine" / "raw", data_root=self.data_root,
+            blob_dir=self.settings.layout.ingest_raw, data_root=self.data_root,
         )
 
     def rate(self, wording: str | None) -> int | None:

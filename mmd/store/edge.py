@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 import qdrant_edge as qe
 
+from mmd.util import write_json
 from mmd.store.base import (
     PAYLOAD_INDEXES,
     REBUILD_HINT,
@@ -152,9 +153,7 @@ class EdgeStore(VectorStore):
             for field, kind in PAYLOAD_INDEXES.items():
                 shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA_TYPES[kind]))
             shard.flush()
-        tmp = folder / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta_record(dim, encoder), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(folder / META_FILE)
+        write_json(folder / META_FILE, meta_record(dim, encoder))
 
     def _repair(self, name: str) -> None:
         shard = self._shard(name)

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
 
 from mmd.config import SelectConfig, Settings
-from mmd.embed import read_vectors, write_vectors
+from mmd.formats.vectors import read_vectors, write_vectors
 from mmd.items import now_iso, write_table
 from mmd.synth.scoring import (
     DisSimConfig,
@@ -47,16 +46,6 @@ from mmd.synth.scoring import (
 from mmd.util import write_json
 
 Chunks = Callable[[], Iterable[np.ndarray]]
-
-
-def paths(settings: Settings) -> dict[str, Path]:
-    d = settings.data_dir / "selected"
-    return {
-        "selected": d / "selected.parquet",
-        "features": d / "features.parquet",
-        "scores": d / "scores.parquet",
-        "report": settings.reports_dir / "select.json",
-    }
 
 
 @dataclass
@@ -189,17 +178,19 @@ def _stream(store, name: str, filter: dict) -> tuple[list[str], Chunks]:
 
 def run_select(settings: Settings, method: str | None = None, k: int | None = None) -> SelectReport:
     """Score the synthetic pool against the real target in the store and write the selected set."""
-    from mmd.index import open_index
-    from mmd.synth.generate import pool_rows, sync_synthetic
+    from mmd.formats.pool import pool_rows, sync_synthetic
+    from mmd.index import ensure_indexed
+    from mmd.store import open_store
 
     cfg = settings.params.select
     method = method or cfg.method
     k = int(k or cfg.k)
     idx = settings.params.index
-    p = paths(settings)
+    out = settings.layout
     started = time.perf_counter()
-    store = open_index(settings)
+    store = open_store(settings)
     try:
+        ensure_indexed(settings, store)
         sync_synthetic(settings, store)
         if store.info(idx.synthetic_collection) is None:
             raise SelectionError("there is no synthetic pool yet: run `mmd synthesize` first")
@@ -219,7 +210,7 @@ def run_select(settings: Settings, method: str | None = None, k: int | None = No
 
     chosen = [ids[i] for i in choice.order]
     rows = pool_rows(settings, chosen)
-    pool_table, pool_vectors, encoder = read_vectors(settings.data_dir / "synthetic" / "vectors.parquet")
+    pool_table, pool_vectors, encoder = read_vectors(out.pool_vectors)
     where = {i: n for n, i in enumerate(pool_table.column("id").to_pylist())}
     at = np.array([where[i] for i in chosen], dtype=np.int64)
     vec = pool_vectors[at]
@@ -229,13 +220,13 @@ def run_select(settings: Settings, method: str | None = None, k: int | None = No
         for r, (row, i) in enumerate(zip(rows, choice.order))
     ])
     write_table(selected.replace_schema_metadata({"method": method, "ranked_by": choice.method, "k": str(k)}),
-                p["selected"])
-    write_vectors(p["features"], chosen, [r["content_hash"] for r in rows],
+                out.selected)
+    write_vectors(out.selected_features, chosen, [r["content_hash"] for r in rows],
                   pool_table.column("has_image").to_numpy(zero_copy_only=False)[at], vec, encoder)
     in_set = np.zeros(len(ids), bool)
     in_set[choice.order] = True
     write_table(pa.table({"id": ids, "score": choice.score, "selected": in_set,
-                          **choice.scores}), p["scores"])
+                          **choice.scores}), out.selection_scores)
 
     candidates = np.array([where[i] for i in ids], dtype=np.int64)
     random_pick = pool_vectors[candidates[np.random.default_rng(cfg.seed).permutation(len(ids))[:k]]]
@@ -247,7 +238,7 @@ def run_select(settings: Settings, method: str | None = None, k: int | None = No
         divergence_random=round(sinkhorn_divergence(random_pick, target, cfg.dissim.epsilon, seed=cfg.seed), 6),
         details=choice.details, seconds=round(time.perf_counter() - started, 3),
     )
-    write_json(p["report"], {"selected_at": now_iso(), **report.to_dict()})
+    write_json(out.select_report, {"selected_at": now_iso(), **report.to_dict()})
     return report
 
 

@@ -9,7 +9,6 @@ are written, with a message that says what to do.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
@@ -80,17 +79,6 @@ class ValidationResult:
         }
 
 
-def paths(settings: Settings) -> dict[str, Path]:
-    d = settings.data_dir
-    return {
-        "input": d / "ingested" / "items.parquet",
-        "items": d / "validated" / "items.parquet",
-        "quarantine": d / "validated" / "quarantine.parquet",
-        "report": settings.reports_dir / "validation.json",
-        "html": settings.reports_dir / "validation.html",
-    }
-
-
 def _context():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
@@ -156,8 +144,8 @@ def validate_frame(df: pd.DataFrame, settings: Settings) -> tuple[dict[int, list
 
 def run_validate(settings: Settings) -> ValidationResult:
     cfg = settings.params.validate_
-    p = paths(settings)
-    table = read_table(p["input"], ITEM_SCHEMA)
+    at = settings.layout
+    table = read_table(at.items_ingested, ITEM_SCHEMA)
     df = table.to_pandas(types_mapper={pa.int8(): pd.Int8Dtype(), pa.int32(): pd.Int32Dtype()}.get)
     failures, checks = validate_frame(df, settings) if len(df) else ({}, [])
 
@@ -173,22 +161,22 @@ def run_validate(settings: Settings) -> ValidationResult:
                          default=str, ensure_ascii=False)
         records.append(quarantine(
             "validate", str(item["source"]), why[0].split("(")[0], "; ".join(why), str(item["id"]), raw, str(item["id"]),
-            blob_dir=settings.data_dir / "quarantine" / "raw", data_root=settings.data_dir,
+            blob_dir=at.validate_raw, data_root=settings.data_dir,
         ))
     keep = pd.Series(True, index=df.index)
     keep.iloc[bad_rows] = False
     accepted = table.filter(pa.array(keep.to_numpy()))
-    write_table(accepted, p["items"])
+    write_table(accepted, at.items)
     # derived from the whole snapshot each run, so rewritten rather than appended
-    p["quarantine"].unlink(missing_ok=True)
-    append_records(p["quarantine"], records)
+    at.validate_quarantine.unlink(missing_ok=True)
+    append_records(at.validate_quarantine, records)
 
     per_kind: dict[str, dict[str, int]] = {}
     for kind, kept in keep.groupby(df["kind"]):
         bad = int((~kept).sum())
         per_kind[str(kind)] = {"in": len(kept), "accepted": len(kept) - bad, "quarantined": bad}
     result = ValidationResult(len(df), accepted.num_rows, len(records), per_kind, dict(reasons), checks,
-                              items_path=p["items"], quarantine_path=p["quarantine"], report_path=p["report"], html_path=p["html"])
+                              items_path=at.items, quarantine_path=at.validate_quarantine, report_path=at.validation_report, html_path=at.validation_html)
     if len(df) < cfg.min_items:
         result.failures.append(
             f"the batch has {len(df)} items, fewer than validate.min_items={cfg.min_items}: "
@@ -200,10 +188,10 @@ def run_validate(settings: Settings) -> ValidationResult:
     if len(df) and result.pass_rate < cfg.min_pass_rate:
         result.failures.append(
             f"only {result.pass_rate:.1%} of rows passed, below validate.min_pass_rate={cfg.min_pass_rate}: "
-            f"read the quarantine reasons ({p['quarantine']}) and fix the source or its mapping"
+            f"read the quarantine reasons ({at.validate_quarantine}) and fix the source or its mapping"
         )
-    write_json(p["report"], {"validated_at": now_iso(), **result.to_dict()})
-    write_html(result, p["html"])
+    write_json(at.validation_report, {"validated_at": now_iso(), **result.to_dict()})
+    write_html(result, at.validation_html)
     if result.failures:
         raise ValidationFailed("validation failed:\n- " + "\n- ".join(result.failures))
     return result
@@ -211,28 +199,6 @@ def run_validate(settings: Settings) -> ValidationResult:
 
 def write_html(result: ValidationResult, path: Path) -> None:
     """A page a moderator can read: the counts, the batch checks, the quarantine reasons."""
-    esc = html.escape
-    rows_kind = "".join(
-        f"<tr><td>{esc(k)}</td><td>{v['in']}</td><td>{v['accepted']}</td><td>{v['quarantined']}</td></tr>"
-        for k, v in sorted(result.per_kind.items())
-    )
-    rows_checks = "".join(
-        f"<tr class={'ok' if c.success else 'bad'}><td>{esc(c.kind)}</td><td>{esc(c.expectation)}</td>"
-        f"<td>{'passed' if c.success else 'FAILED'}</td><td>{esc(str(c.observed))}</td><td>{esc(c.advice)}</td></tr>"
-        for c in result.batch_checks
-    )
-    rows_reasons = "".join(f"<tr><td>{esc(r)}</td><td>{n}</td></tr>" for r, n in sorted(result.reasons.items(), key=lambda x: -x[1]))
-    verdict = "passed" if result.passed else "FAILED"
-    failures = "".join(f"<li>{esc(f)}</li>" for f in result.failures)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>mmd validation report</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}.bad{{background:#fdd}}.ok{{background:#efe}}</style></head>
-<body><h1>Validation: {verdict}</h1>
-<p>{result.total} items in, {result.accepted} accepted, {result.quarantined} quarantined
-(pass rate {result.pass_rate:.1%}).</p>{f'<ul>{failures}</ul>' if failures else ''}
-<h2>Per kind</h2><table><tr><th>kind</th><th>in</th><th>accepted</th><th>quarantined</th></tr>{rows_kind}</table>
-<h2>Batch checks</h2><table><tr><th>kind</th><th>check</th><th>result</th><th>observed</th><th>what to do</th></tr>{rows_checks}</table>
-<h2>Quarantine reasons</h2><table><tr><th>expectation</th><th>rows</th></tr>{rows_reasons}</table>
-</body></html>"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    from mmd.pages import write_page
+
+    write_page(path, "validation.html", r=result, reasons=sorted(result.reasons.items(), key=lambda x: -x[1]))

@@ -27,118 +27,30 @@ messages stay in the outbox, so switching to `smtp` later delivers them too.
 
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
 import email.utils
 import hashlib
-import html
 import json
 import logging
-import mimetypes
-import os
 import smtplib
-import ssl
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from pathlib import Path
-from typing import Literal, Mapping, Sequence
+from typing import Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, field_validator
-
+from mmd.config.cycle import NotifyConfig
 from mmd.items import now_iso
-from mmd.util import file_lock, write_json
+from mmd.notify.message import build_message
+from mmd.notify.smtp import SmtpSettings, _connect, _describe, _Scrub
+from mmd.util import atomic_write_bytes, file_lock, write_json
 
 log = logging.getLogger(__name__)
 
-TlsMode = Literal["starttls", "ssl", "none"]
 
 
-class NotifyConfig(BaseModel):
-    """The `notify` section: who gets the report, and how it leaves (not with which secrets)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    to: tuple[str, ...] = ("moderators@example.org",)  # the moderators' list
-    sender: str = "mmd@localhost"
-    subject: str = "[mmd] cycle {date}: {summary}"  # {date}, {summary} filled in
-    transport: Literal["outbox", "smtp"] = "outbox"  # the embedded default writes to the outbox only
-    outbox: str = "outbox"  # folder, relative to the data folder
-    attach: tuple[str, ...] = ()  # extra files to attach; relative paths are under the data folder
-    max_attachment_bytes: int = 15_000_000  # larger attachments are left out and listed in the body
-    timeout_s: float = 10.0
-
-    @field_validator("to")
-    @classmethod
-    def _some_recipients(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v or not all(a.strip() for a in v):
-            raise ValueError("needs at least one recipient, and no empty ones")
-        return v
-
-    @field_validator("subject")
-    @classmethod
-    def _subject_template(cls, v: str) -> str:
-        try:
-            v.format(date="2000-01-01", summary="x")
-        except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"only {{date}} and {{summary}} may be filled in ({e!r})") from None
-        return v
-
-    @field_validator("max_attachment_bytes", "timeout_s")
-    @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("must be positive")
-        return v
-
-
-@dataclass
-class SmtpSettings:
-    """Where and how to deliver; read from the environment only (never from params)."""
-
-    host: str
-    port: int = 587
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: TlsMode = "starttls"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "SmtpSettings | None":
-        """None when MMD_SMTP_HOST is unset; ValueError for a bad port or TLS mode."""
-        env = os.environ if env is None else env
-        host = (env.get("MMD_SMTP_HOST") or "").strip()
-        if not host:
-            return None
-        tls = (env.get("MMD_SMTP_TLS") or "starttls").strip().lower()
-        if tls not in ("starttls", "ssl", "none"):
-            raise ValueError(f"MMD_SMTP_TLS must be starttls, ssl or none (got {tls!r})")
-        raw_port = (env.get("MMD_SMTP_PORT") or "").strip()
-        try:
-            port = int(raw_port) if raw_port else (25 if tls == "none" else 587)
-        except ValueError:
-            raise ValueError(f"MMD_SMTP_PORT must be a number (got {raw_port!r})") from None
-        if not 0 < port < 65536:
-            raise ValueError(f"MMD_SMTP_PORT out of range (got {port})")
-        user = (env.get("MMD_SMTP_USER") or "").strip() or None
-        password = env.get("MMD_SMTP_PASSWORD") or None
-        if password is None and env.get("MMD_SMTP_PASSWORD_BLOCK"):
-            password = _secret_block(env["MMD_SMTP_PASSWORD_BLOCK"])
-        return cls(host=host, port=port, user=user, password=password, tls=tls)  # type: ignore[arg-type]
-
-
-def _secret_block(name: str) -> str | None:
-    """The password from a Prefect Secret block; any failure there just means no password."""
-    try:
-        from prefect.blocks.system import Secret
-
-        value = Secret.load(name).get()
-    except Exception as e:  # noqa: BLE001 - no server, no block, wrong type: all "no password"
-        log.warning("SMTP password block %r could not be read (%s); going on without a password", name, type(e).__name__)
-        return None
-    return value if isinstance(value, str) and value else None
 
 
 @dataclass
@@ -155,105 +67,17 @@ class Delivery:
                 "outbox": str(self.outbox), "message_id": self.message_id, "path": self.path}
 
 
-# --- the message -------------------------------------------------------------------------
-
-_EXTRA_TYPES = {".json": "application/json", ".html": "text/html", ".htm": "text/html", ".png": "image/png",
-                ".csv": "text/csv", ".md": "text/markdown", ".parquet": "application/vnd.apache.parquet"}
 
 
-def _mime_type(path: Path) -> tuple[str, str]:
-    ctype = _EXTRA_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    maintype, _, subtype = ctype.partition("/")
-    return maintype, subtype
 
 
-def _size_text(n: float) -> str:
-    for unit in ("B", "kB", "MB"):
-        if n < 1000 or unit == "MB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} MB"
 
 
-def _when(when: str | None) -> datetime:
-    if when:
-        dt = datetime.fromisoformat(when)
-        return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-    return datetime.fromisoformat(now_iso())
 
 
-def _one_line(text: str) -> str:
-    """Header-safe: no line breaks (they would be a header injection, and policy refuses them)."""
-    return " ".join(text.split())
 
 
-def build_message(cfg: NotifyConfig, html_body: str, summary: str, attachments: Sequence[Path],
-                  when: str | None = None, key: str | None = None) -> EmailMessage:
-    """The report: a short plain-text part, then the HTML body, then the attachments.
 
-    Attachments that are missing, not files, or over `max_attachment_bytes` are left out and
-    named in the plain-text part (and in a note at the end of the HTML, which is what most
-    mail clients show). `when` (ISO time; default now) gives the Date header and `{date}`;
-    `key` (what the message reports on, e.g. one gate decision) makes the Message-ID stable.
-    """
-    dt = _when(when)
-    domain = cfg.sender.rpartition("@")[2] or "localhost"
-    msg = EmailMessage()
-    msg["Subject"] = _one_line(cfg.subject.format(date=dt.date().isoformat(), summary=_one_line(summary)))
-    msg["From"] = cfg.sender
-    msg["To"] = ", ".join(cfg.to)
-    msg["Date"] = email.utils.format_datetime(dt)
-    msg["Message-ID"] = (f"<mmd.{hashlib.sha256(key.encode()).hexdigest()[:24]}@{domain}>" if key
-                         else email.utils.make_msgid(idstring="mmd", domain=domain))
-    msg["Auto-Submitted"] = "auto-generated"  # no vacation replies to the pipeline
-
-    included: list[tuple[Path, bytes]] = []
-    skipped: list[str] = []
-    seen: set[Path] = set()
-    for p in attachments:
-        path = Path(p)
-        key = path.resolve()
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            if not path.is_file():
-                skipped.append(f"{path.name}: not found")
-                continue
-            size = path.stat().st_size
-            if size > cfg.max_attachment_bytes:
-                skipped.append(f"{path.name}: {_size_text(size)}, over the {_size_text(cfg.max_attachment_bytes)} limit "
-                               f"(on the server at {path})")
-                continue
-            included.append((path, path.read_bytes()))
-        except OSError as e:
-            skipped.append(f"{path.name}: unreadable ({type(e).__name__})")
-
-    text = [summary.strip() or "mmd cycle report", "", "The full report is the HTML part of this message."]
-    if included:
-        text += ["", "Attached:"] + [f"  - {p.name} ({_size_text(len(b))})" for p, b in included]
-    if skipped:
-        text += ["", "Left out:"] + [f"  - {s}" for s in skipped]
-    msg.set_content("\n".join(text) + "\n")
-
-    body = html_body
-    if skipped:
-        note = ("<hr><p><b>Attachments left out:</b></p><ul>"
-                + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")
-        i = body.lower().rfind("</body>")
-        body = body[:i] + note + body[i:] if i >= 0 else body + note
-    msg.add_alternative(body, subtype="html")
-
-    for path, data in included:
-        maintype, subtype = _mime_type(path)
-        if maintype == "text":
-            try:
-                msg.add_attachment(data.decode("utf-8"), subtype=subtype, filename=path.name)
-                continue
-            except UnicodeDecodeError:
-                pass
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=path.name)
-    return msg
 
 
 # --- the outbox --------------------------------------------------------------------------
@@ -297,12 +121,8 @@ def write_outbox(msg: EmailMessage, outbox: Path) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     digest = _digest(msg["Message-ID"])
     path = outbox / f"{stamp}-{digest}.eml"
-    tmp = outbox / f".{path.name}.tmp"  # not *.eml: a half-written file is never picked up
-    with tmp.open("wb") as f:
-        f.write(msg.as_bytes(policy=email.policy.default))
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    # the temporary name is not *.eml: a half-written message is never picked up
+    atomic_write_bytes(path, msg.as_bytes(policy=email.policy.default), durable=True)
     return path
 
 
@@ -318,28 +138,8 @@ def _read_sidecar(eml: Path) -> dict:
         return {}
 
 
-class _Scrub:
-    """Removes the password (and its base64 forms, as AUTH would carry it) from any text."""
-
-    def __init__(self, smtp: SmtpSettings | None):
-        self.secrets: list[str] = []
-        if smtp and smtp.password:
-            pw = smtp.password
-            self.secrets.append(pw)
-            for raw in (pw, f"\0{smtp.user or ''}\0{pw}", f"{smtp.user or ''}\0{smtp.user or ''}\0{pw}"):
-                self.secrets.append(base64.b64encode(raw.encode()).decode())
-            self.secrets.append(repr(pw)[1:-1])
-        self.secrets = sorted({s for s in self.secrets if s}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, "***")
-        return text
 
 
-def _describe(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _locked(outbox: Path):
@@ -347,23 +147,6 @@ def _locked(outbox: Path):
     return file_lock(outbox / ".lock", wait=False)
 
 
-def _connect(smtp: SmtpSettings, timeout: float) -> smtplib.SMTP:
-    if smtp.tls == "ssl":
-        conn: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=timeout,
-                                              context=ssl.create_default_context())
-    else:
-        conn = smtplib.SMTP(smtp.host, smtp.port, timeout=timeout)
-    try:
-        if smtp.tls == "starttls":
-            conn.ehlo()
-            conn.starttls(context=ssl.create_default_context())
-            conn.ehlo()
-        if smtp.user:
-            conn.login(smtp.user, smtp.password or "")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
 
 
 def _record_failure(eml: Path, error: str) -> None:
