@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmd.evaluate.gates import GateConfig
@@ -491,14 +490,22 @@ def merge_params(base: dict, override: dict) -> dict:
 
 
 def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    from mmd.safe_read import MAX_YAML_BYTES, InputRefused, load_yaml, read_capped
+
     if not path.exists():
         raise ConfigError(f"{path}: no such params file")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: `extends` loops back to itself")
+    # messages name the file and the kind of problem, never its content: `extends` may name any file
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        text = read_capped(path, MAX_YAML_BYTES).decode("utf-8")
+        data = load_yaml(text)
+    except InputRefused as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}), so not a params file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -506,8 +513,10 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     base = data.pop("extends", None)
     if base is None:
         return data
+    if not isinstance(base, str) or Path(base).suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError(f"{path}: `extends` must name a .yaml or .yml params file")
     # the base's own relative paths are not rebased: a file that extends another states its paths
-    return merge_params(_read(path.parent / str(base), seen + (path.resolve(),)), data)
+    return merge_params(_read(path.parent / base, seen + (path.resolve(),)), data)
 
 
 def load_settings(path: str | Path = "params.yaml") -> Settings:
