@@ -5,7 +5,9 @@ that fills while a blob is written. Every input is built here, in the test.
 
 from __future__ import annotations
 
+import errno
 import json
+import hashlib
 import os
 import time
 import tracemalloc
@@ -15,6 +17,7 @@ import pytest
 import yaml
 
 from mmd.config import ConfigError, load_settings
+from mmd.quarantine import StorageError, store_blob
 from mmd.safe_read import InputRefused, loads_json, load_yaml
 
 
@@ -108,3 +111,28 @@ def test_deeply_nested_yaml_is_a_config_error_not_a_recursion_error(tmp_path):
     assert "deeply" in str(err.value)
     with pytest.raises(InputRefused):
         load_yaml("&a [*a]")
+
+
+# =========================================================================== raw blobs
+def test_store_blob_never_leaves_a_short_file_under_the_whole_digest(tmp_path, monkeypatch):
+    import mmd.quarantine as q
+
+    data = os.urandom(100_000)
+    digest = hashlib.sha256(data).hexdigest()
+
+    def disk_full(fh, payload):
+        fh.write(payload[: len(payload) // 2])
+        fh.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(q, "_write_fully", disk_full)
+    with pytest.raises(StorageError) as err:
+        store_blob(tmp_path / "raw", digest, data)
+    assert err.value.errno == errno.ENOSPC and str(tmp_path / "raw") in str(err.value)
+    assert list((tmp_path / "raw").iterdir()) == []  # neither the blob nor its temporary file
+
+    monkeypatch.undo()
+    (tmp_path / "raw" / f"{digest}.bin").write_bytes(data[:4096])  # what an older version left behind
+    target = store_blob(tmp_path / "raw", digest, data)
+    assert target.read_bytes() == data  # repaired
+    assert store_blob(tmp_path / "raw", digest, data) == target
