@@ -4,6 +4,11 @@ Writes under `<data>/ingested/`: `items.parquet` (every accepted item so far),
 `quarantine.parquet` (bad input with reasons), `duplicates.parquet` (what was seen
 again, pointing at the item it repeats), and `<data>/state/watermarks.json`. Each run
 reconciles per source: in = accepted + quarantined + duplicates + skipped.
+
+One bad record is one quarantine record and one bad file is one (the source reads on); every
+item is checked against the table's schema before it may be written. When every file or page
+of a source failed for a transient reason, the run writes everything else and then raises
+SourceUnavailable, so a retry means something.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from mmd.images import ImageStore
 from mmd.items import ITEM_SCHEMA, Item, items_to_table, normalise_text, now_iso, read_table, sha256_hex, write_table
 from mmd.quarantine import QuarantineRecord, append_records, quarantine
 from mmd.sources import SourceContext, Skipped, reader
+from mmd.sources.base import SourceUnavailable, schema_problem
 from mmd.util import progress, write_json
 
 
@@ -37,6 +43,7 @@ class SourceReport:
     unknown_ratings: Counter = field(default_factory=Counter)
     counters: Counter = field(default_factory=Counter)
     error: str | None = None
+    unavailable: str | None = None  # why every file or page failed transiently (the run raised SourceUnavailable)
 
     @property
     def reconciled(self) -> bool:
@@ -56,6 +63,7 @@ class SourceReport:
             "unknown_ratings": dict(self.unknown_ratings),
             "counters": dict(self.counters),
             "error": self.error,
+            "unavailable": self.unavailable,
         }
 
 
@@ -138,7 +146,10 @@ class _Deduper:
 
 
 def run_ingest(settings: Settings, only: list[str] | None = None, show_progress: bool = True) -> IngestResult:
-    """Pull new records from every enabled source (or those named in `only`)."""
+    """Pull new records from every enabled source (or those named in `only`).
+
+    Raises SourceUnavailable (after writing every output) when every file or page of a source
+    failed for a transient reason; the result is on the exception as `.result`."""
     cfg = settings.params.ingest
     p = paths(settings)
     started = now_iso()
@@ -156,6 +167,7 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
     bad: list[QuarantineRecord] = []
     dupes: list[QuarantineRecord] = []
     reports: list[SourceReport] = []
+    unavailable: dict[str, str] = {}
     for source in cfg.sources:
         if not source.enabled or (only and source.name not in only):
             continue
@@ -165,6 +177,10 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
         try:
             for result in progress(reader(source.type)(ctx, source), f"ingest {source.name}", show_progress):
                 report.seen += 1
+                if isinstance(result, Item) and (problem := schema_problem(result)):
+                    # the last door before the Parquet write: nothing that does not fit gets through
+                    result = ctx.quarantine("bad_field", problem, result.native_id or str(result.id),
+                                            json.dumps(result.to_row(), ensure_ascii=False, default=repr))
                 if isinstance(result, QuarantineRecord):
                     report.quarantined += 1
                     report.reasons[result.reason_code] += 1
@@ -198,7 +214,11 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
             report.reasons["source_error"] += 1
             bad.append(ctx.quarantine("source_error", f"the source stopped: {report.error}", source.name))
         else:
-            watermarks[source.name] = {**state, "last_run": started}
+            if ctx.unavailable:
+                unavailable[source.name] = ctx.unavailable
+                report.unavailable = ctx.unavailable
+            else:
+                watermarks[source.name] = {**state, "last_run": started}
         report.unknown_ratings = ctx.unknown_ratings
         report.counters.update(ctx.counters)
         reports.append(report)
@@ -215,6 +235,8 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
         reports, p["items"], p["quarantine"], p["duplicates"], existing.num_rows + len(new_items), started, now_iso()
     )
     write_json(p["report"], result.to_dict())
+    if unavailable:
+        raise SourceUnavailable(unavailable, result)
     return result
 
 
