@@ -468,6 +468,42 @@ def test_mediaeval_2015_aliases_and_a_header_it_cannot_map(make_settings, tmp_pa
     assert got["t1"]["image_ids"] == ["boston_fake_3"] and got["p3"]["username"] == "name3"
 
 
+# =========================================================================== duplicates across splits
+def _split_memes(meme_dir: Path) -> None:
+    (meme_dir / "images" / "b.png").write_bytes(png_bytes(seed=5))
+    write_lines(meme_dir / "train.jsonl", [meme(1), meme(2, image="b.png", text="other")])
+    write_lines(meme_dir / "test.jsonl", [meme(101), meme(102, image="b.png", text="fresh", label=1)])
+
+
+def test_cross_split_duplicates_are_reported_by_split(make_settings, meme_dir):
+    _split_memes(meme_dir)
+    result = ingest(make_settings(sources=[meme_source(files=["memes/train.jsonl", "memes/test.jsonl"])]))
+    r = rep(result, "memes")
+    assert (r.seen, r.accepted, r.duplicates) == (4, 3, 1)
+    assert dict(r.cross_split_duplicates) == {"test<-train": 1} and not r.cross_split_kept
+    report = json.loads(paths_report(result).read_text())["sources"][0]
+    assert report["cross_split_duplicates"] == {"test<-train": 1}
+    (d,) = pq.read_table(result.duplicates_path).to_pylist()
+    assert "split train; this one: test" in d["reason"]
+
+
+def test_a_split_kept_whole_keeps_its_repeats_and_flags_the_leak(make_settings, meme_dir):
+    _split_memes(meme_dir)
+    result = ingest(make_settings(sources=[meme_source(files=["memes/train.jsonl", "memes/test.jsonl"])],
+                                  ingest={"keep_splits_whole": ["test"]}))
+    r = rep(result, "memes")
+    assert (r.seen, r.accepted, r.duplicates) == (4, 4, 0)
+    assert dict(r.cross_split_duplicates) == dict(r.cross_split_kept) == {"test<-train": 1}
+    by_native = {i["native_id"]: i for i in items(result)}
+    assert sorted(i["split"] for i in by_native.values()) == ["test", "test", "train", "train"]
+    leak = json.loads(by_native["m101"]["extra"])
+    assert (leak["repeats_item"], leak["repeats_split"]) == (by_native["m1"]["id"], "train")
+
+
+def paths_report(result: IngestResult) -> Path:
+    return result.items_path.parents[2] / "reports" / "ingest.json"
+
+
 # =========================================================================== a cycle with one poisoned file
 def test_a_cycle_with_a_poisoned_inbox_file_completes_and_the_next_reads_nothing_twice(tmp_path):
     from mmd.config import merge_params
