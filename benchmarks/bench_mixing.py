@@ -69,6 +69,7 @@ def main() -> None:
     params["ingest"]["sources"] = [{"name": "harmeme", "type": "memes", "preset": "harmeme",
                                     "files": [str(SHARED / "harmeme" / "train.jsonl"), str(SHARED / "harmeme" / "val.jsonl")],
                                     "images_dir": str(SHARED / "harmeme" / "images")}]
+    params["ingest"]["allowed_roots"] = [str(SHARED)]
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     settings = load_settings(work / "params.yaml")
     run_ingest(settings, show_progress=False)

@@ -145,10 +145,16 @@ def main(argv: list[str] | None = None) -> None:
         if name == "serve":
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=4200)
+            p.add_argument("--init-from", help="when --params does not exist yet: make its project first "
+                                               "(mmd init FOLDER --from INIT_FROM)")
         if name == "deploy":
             p.add_argument("--pool", required=True, help="the work pool (prefect work-pool create … first)")
             p.add_argument("--image", help="the image a Docker or Kubernetes pool runs (infra/Dockerfile)")
     args = cli.parse_args(argv)
+    if getattr(args, "init_from", None) and not Path(args.params).exists():
+        from mmd.project import init_project
+
+        init_project(Path(args.params).parent, Path(args.init_from))
     settings = load_settings(args.params)
     if args.command == "serve":
         serve_deployments(settings, args.host, args.port)

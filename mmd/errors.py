@@ -8,6 +8,8 @@ and the runner raises `Retryable` again on the other side.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_RETRYABLE = 75  # sysexits.h EX_TEMPFAIL
 
 
@@ -16,7 +18,15 @@ class Retryable(RuntimeError):
 
 
 class SourceUnavailable(Retryable):
-    """Every file or page of a source failed for a transient reason (network, I/O)."""
+    """Every file (or page) of a source failed for a transient reason (network, I/O): retry the run later.
+
+    Raised by `run_ingest` after every source has run and every output is written, so a retry re-reads
+    only what failed (the others' watermarks moved); the run's result rides along."""
+
+    def __init__(self, sources: dict[str, str], result: Any = None):
+        super().__init__("source unavailable, worth a retry: " + "; ".join(f"{k}: {v}" for k, v in sources.items()))
+        self.sources = sources
+        self.result = result
 
 
 class PushFailed(Retryable):

@@ -11,6 +11,8 @@ from PIL import Image, UnidentifiedImageError
 
 from mmd.config import ImageConfig
 from mmd.items import sha256_hex
+from mmd.quarantine import StorageError
+from mmd.safe_read import InputRefused, read_capped
 from mmd.util import atomic_write_bytes
 
 
@@ -103,7 +105,10 @@ class ImageStore:
         rel = Path("images") / digest[:2] / f"{digest}.{self.EXT.get(fmt, 'img')}"
         target = self.data_root / rel
         if not target.exists():
-            atomic_write_bytes(target, data)
+            try:  # atomic_path's temporary name is the process's own: two writers never share one
+                atomic_write_bytes(target, data)
+            except OSError as exc:
+                raise StorageError(exc.errno, f"cannot store image in {target}: {exc.strerror or exc}", str(target)) from None
         stored = self._seen[digest] = StoredImage(digest, rel.as_posix(), width, height, fmt)
         return stored
 
@@ -112,7 +117,10 @@ class ImageStore:
         path = resolve_inside(root, reference)
         if not path.is_file():
             raise ImageRejected("image_missing", f"image {reference!r} not found under {root}")
-        size = path.stat().st_size
-        if size > self.cfg.max_bytes:
-            raise ImageRejected("image_too_large", f"image is {size} bytes, over the {self.cfg.max_bytes}-byte cap")
-        return self.put(path.read_bytes())
+        try:
+            data = read_capped(path, self.cfg.max_bytes)
+        except InputRefused as exc:
+            raise ImageRejected("image_too_large" if exc.code == "file_too_large" else "image_unreadable", str(exc)) from None
+        except OSError as exc:
+            raise ImageRejected("image_unreadable", str(exc)) from None
+        return self.put(data)

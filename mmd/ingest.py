@@ -4,6 +4,12 @@ Writes under `<data>/ingested/`: `items.parquet` (every accepted item so far),
 `quarantine.parquet` (bad input with reasons), `duplicates.parquet` (what was seen
 again, pointing at the item it repeats), and `<data>/state/watermarks.json`. Each run
 reconciles per source: in = accepted + quarantined + duplicates + skipped.
+
+One bad record is one quarantine record and one bad file is one (the source reads on); every
+item is checked against the table's schema before it may be written. A repeat of an item of
+another split is reported per split pair, and kept when its split is in
+`ingest.keep_splits_whole`. When every file or page of a source failed for a transient reason,
+the run writes everything else and then raises SourceUnavailable, so a retry means something.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from mmd.items import ITEM_SCHEMA, Item, items_to_table, normalise_text, now_iso
 from mmd.quarantine import QuarantineRecord, append_records, quarantine
 from mmd.results import IngestReport
 from mmd.sources import SourceContext, Skipped, reader
+from mmd.sources.base import SourceUnavailable, schema_problem
 from mmd.util import progress, write_json
 
 
@@ -37,7 +44,12 @@ class SourceReport:
     reasons: Counter = field(default_factory=Counter)
     unknown_ratings: Counter = field(default_factory=Counter)
     counters: Counter = field(default_factory=Counter)
+    # repeats of an item of another split, "new split<-split of the item it repeats": dropped
+    # or, for a split kept whole, accepted (and counted in cross_split_kept too)
+    cross_split_duplicates: Counter = field(default_factory=Counter)
+    cross_split_kept: Counter = field(default_factory=Counter)
     error: str | None = None
+    unavailable: str | None = None  # why every file or page failed transiently (the run raised SourceUnavailable)
 
     @property
     def reconciled(self) -> bool:
@@ -56,7 +68,10 @@ class SourceReport:
             "quarantine_reasons": dict(self.reasons),
             "unknown_ratings": dict(self.unknown_ratings),
             "counters": dict(self.counters),
+            "cross_split_duplicates": dict(self.cross_split_duplicates),
+            "cross_split_kept": dict(self.cross_split_kept),
             "error": self.error,
+            "unavailable": self.unavailable,
         }
 
 
@@ -97,38 +112,54 @@ def _item_image_key(item: Item) -> str | None:
     return image_key(item.kind, item.image_sha256, item.text, item.label)
 
 
+def split_pair(new: str | None, old: str | None) -> str:
+    return f"{new or 'none'}<-{old or 'none'}"
+
+
 class _Deduper:
-    """Knows every accepted item by id and by image key, across runs."""
+    """Knows every accepted item by id and by image key (with its split), across runs."""
 
     def __init__(self, existing: pa.Table, by_image: bool):
         self.by_image = by_image
-        self.content = dict(zip(existing.column("id").to_pylist(), existing.column("content_hash").to_pylist()))
-        self.images: dict[str, str] = {}
+        cols = existing.select(["id", "content_hash", "split"]).to_pydict()
+        self.content = {i: (h, sp) for i, h, sp in zip(cols["id"], cols["content_hash"], cols["split"])}
+        self.images: dict[str, tuple[str, str | None]] = {}
         if by_image and existing.num_rows:
-            for row in existing.select(["id", "kind", "image_sha256", "text", "label"]).to_pylist():
+            for row in existing.select(["id", "kind", "image_sha256", "text", "label", "split"]).to_pylist():
                 key = image_key(row["kind"], row["image_sha256"], row["text"], row["label"])
                 if key:
-                    self.images.setdefault(key, row["id"])
+                    self.images.setdefault(key, (row["id"], row["split"]))
 
-    def check(self, item: Item) -> tuple[str, str | None]:
-        """('new' | 'duplicate_id' | 'duplicate_image' | 'id_conflict', the item it repeats)."""
+    def check(self, item: Item) -> tuple[str, str | None, str | None]:
+        """('new' | 'duplicate_id' | 'duplicate_image' | 'id_conflict', the item it repeats, that item's split)."""
         known = self.content.get(item.id)
         if known is not None:
-            return ("duplicate_id" if known == item.content_hash else "id_conflict"), item.id
+            return ("duplicate_id" if known[0] == item.content_hash else "id_conflict"), item.id, known[1]
         key = _item_image_key(item) if self.by_image else None
         if key and key in self.images:
-            return "duplicate_image", self.images[key]
-        return "new", None
+            other, split = self.images[key]
+            return "duplicate_image", other, split
+        return "new", None, None
 
     def add(self, item: Item) -> None:
-        self.content[item.id] = item.content_hash
+        self.content[item.id] = (item.content_hash, item.split)
         key = _item_image_key(item) if self.by_image else None
         if key:
-            self.images.setdefault(key, item.id)
+            self.images.setdefault(key, (item.id, item.split))
+
+
+def _flag_leak(item: Item, other: str, other_split: str | None) -> None:
+    """Say in the kept item which item of which split it repeats (extra is not in its content hash)."""
+    extra = json.loads(item.extra or "{}")
+    extra.update(repeats_item=other, repeats_split=other_split)
+    item.extra = json.dumps(extra, sort_keys=True, ensure_ascii=False)
 
 
 def run_ingest(settings: Settings, only: list[str] | None = None, show_progress: bool = True) -> IngestResult:
-    """Pull new records from every enabled source (or those named in `only`)."""
+    """Pull new records from every enabled source (or those named in `only`).
+
+    Raises SourceUnavailable (after writing every output) when every file or page of a source
+    failed for a transient reason; the result is on the exception as `.result`."""
     cfg = settings.params.ingest
     at = settings.layout
     started = now_iso()
@@ -136,6 +167,7 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
     dedupe = _Deduper(existing, cfg.dedupe_by_image)
     watermarks = json.loads(at.watermarks.read_text()) if at.watermarks.exists() else {}
     images = ImageStore(settings.data_dir, cfg.images)
+    keep_whole = set(cfg.keep_splits_whole)
 
     names = {s.name for s in cfg.sources}
     unknown = sorted(set(only or []) - names)
@@ -146,6 +178,7 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
     bad: list[QuarantineRecord] = []
     dupes: list[QuarantineRecord] = []
     reports: list[SourceReport] = []
+    unavailable: dict[str, str] = {}
     for source in cfg.sources:
         if not source.enabled or (only and source.name not in only):
             continue
@@ -155,6 +188,10 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
         try:
             for result in progress(reader(source.type)(ctx, source), f"ingest {source.name}", show_progress):
                 report.seen += 1
+                if isinstance(result, Item) and (problem := schema_problem(result)):
+                    # the last door before the Parquet write: nothing that does not fit gets through
+                    result = ctx.quarantine("bad_field", problem, result.native_id or str(result.id),
+                                            json.dumps(result.to_row(), ensure_ascii=False, default=repr))
                 if isinstance(result, QuarantineRecord):
                     report.quarantined += 1
                     report.reasons[result.reason_code] += 1
@@ -163,7 +200,15 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
                     report.skipped += 1
                     report.counters[f"skipped_{result.reason_code}"] += 1
                 else:
-                    verdict, other = dedupe.check(result)
+                    verdict, other, other_split = dedupe.check(result)
+                    crosses = verdict in ("duplicate_id", "duplicate_image") and other_split != result.split
+                    if crosses:
+                        report.cross_split_duplicates[split_pair(result.split, other_split)] += 1
+                    if crosses and verdict == "duplicate_image" and result.split in keep_whole:
+                        # a split kept whole (a benchmark's test set) keeps its repeat, and says so
+                        _flag_leak(result, other, other_split)
+                        report.cross_split_kept[split_pair(result.split, other_split)] += 1
+                        verdict = "new"
                     if verdict == "new":
                         dedupe.add(result)
                         new_items.append(result)
@@ -179,7 +224,8 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
                     else:
                         report.duplicates += 1
                         report.counters[verdict] += 1
-                        dupes.append(quarantine("ingest", source.name, verdict, f"repeats item {other}",
+                        where = f" (split {other_split or 'none'}; this one: {result.split or 'none'})" if crosses else ""
+                        dupes.append(quarantine("ingest", source.name, verdict, f"repeats item {other}{where}",
                                                 result.native_id or result.id, result.content_hash, other))
         except Exception as exc:  # a broken source must not take the others down with it
             report.error = f"{type(exc).__name__}: {exc}"
@@ -188,7 +234,11 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
             report.reasons["source_error"] += 1
             bad.append(ctx.quarantine("source_error", f"the source stopped: {report.error}", source.name))
         else:
-            watermarks[source.name] = {**state, "last_run": started}
+            if ctx.unavailable:
+                unavailable[source.name] = ctx.unavailable
+                report.unavailable = ctx.unavailable
+            else:
+                watermarks[source.name] = {**state, "last_run": started}
         report.unknown_ratings = ctx.unknown_ratings
         report.counters.update(ctx.counters)
         reports.append(report)
@@ -204,6 +254,8 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
     result = IngestResult(reports, at.items_ingested, at.ingest_quarantine, at.duplicates,
                           existing.num_rows + len(new_items), started, now_iso())
     IngestReport.model_validate(result.to_dict()).write(at)
+    if unavailable:
+        raise SourceUnavailable(unavailable, result)
     return result
 
 

@@ -88,6 +88,8 @@ def rebase_paths(data: dict, base: Path, root: Path) -> dict:
         sources.append(source)
     if sources:
         out["ingest"] = {**out["ingest"], "sources": sources}
+    if (out.get("ingest") or {}).get("allowed_roots"):
+        out["ingest"] = {**out["ingest"], "allowed_roots": [_absolute(v, base) for v in out["ingest"]["allowed_roots"]]}
     embed = dict(out.get("embed") or {})
     for section, key in (("precomputed", "path"), ("open_clip", "checkpoint")):
         if isinstance((embed.get(section) or {}).get(key), str):

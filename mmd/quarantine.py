@@ -1,11 +1,13 @@
 """The quarantine: bad input becomes a record with a reason, never a crash or a silent drop.
 
-Each record keeps the raw input it came from (inline when small, else in a
-content-addressed blob beside the table) so a person can fix and re-ingest it.
+Each record keeps the raw input it came from (inline when small and UTF-8 text, else whole in
+a content-addressed blob beside the table) so a person can fix and re-ingest it.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -17,6 +19,11 @@ from mmd.items import now_iso, read_table, sha256_hex, write_table
 INLINE_RAW_BYTES = 16_384
 
 
+class StorageError(OSError):
+    """Our own data folder could not be written (disk full, a file where a folder belongs): no
+    fault of the input. It names the path; ingest stops the source rather than blame a record."""
+
+
 @dataclass
 class QuarantineRecord:
     stage: str  # ingest | validate
@@ -24,9 +31,9 @@ class QuarantineRecord:
     reason_code: str  # short, stable, countable: bad_json, missing_field, image_truncated …
     reason: str  # what a person reads
     ref: str  # where it came from: file:line, URL, item id
-    raw: str = ""  # the raw input, truncated to INLINE_RAW_BYTES
+    raw: str = ""  # the raw input as text, truncated to INLINE_RAW_BYTES
     raw_sha256: str = ""
-    raw_blob: str = ""  # path (relative to the data root) of the full raw input, when large
+    raw_blob: str = ""  # path (relative to the data root) of the whole raw input, when large or binary
     item_id: str | None = None
     quarantined_at: str = field(default_factory=now_iso)
 
@@ -53,6 +60,46 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_fully(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def store_blob(blob_dir: Path, digest: str, data: bytes) -> Path:
+    """Keep `data` whole as `<blob_dir>/<digest>.bin`: written to a temporary file, its digest
+    checked, then renamed, so a full disk or a crash never leaves a short file under the name of
+    the whole. A blob already there whose digest is wrong (left by an older version) is rewritten.
+    An OSError names the path it failed on."""
+    from mmd.util import atomic_path
+
+    target = blob_dir / f"{digest}.bin"
+    try:
+        if target.is_file() and _file_sha256(target) == digest:
+            return target
+        with atomic_path(target, durable=True) as tmp:
+            _write_fully(tmp, data)
+            if _file_sha256(tmp) != digest:
+                raise OSError(errno.EIO, "the copy does not read back as written")
+        return target
+    except OSError as exc:
+        raise StorageError(exc.errno, f"cannot keep raw input in {target}: {exc.strerror or exc}", str(target)) from None
+
+
 def quarantine(
     stage: str,
     source: str,
@@ -64,15 +111,13 @@ def quarantine(
     blob_dir: Path | None = None,
     data_root: Path | None = None,
 ) -> QuarantineRecord:
-    """Build a record; a raw payload too large to inline is kept whole in `blob_dir`."""
+    """Build a record. With `blob_dir`, raw input that is large or not UTF-8 (the inline copy is
+    text, so it cannot hold such bytes exactly) is kept whole in a content-addressed blob."""
     raw_bytes = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
     digest = sha256_hex(raw_bytes) if raw_bytes else ""
     blob = ""
-    if len(raw_bytes) > INLINE_RAW_BYTES and blob_dir is not None:
-        blob_dir.mkdir(parents=True, exist_ok=True)
-        target = blob_dir / f"{digest}.bin"
-        if not target.exists():
-            target.write_bytes(raw_bytes)
+    if raw_bytes and blob_dir is not None and (len(raw_bytes) > INLINE_RAW_BYTES or not _is_utf8(raw_bytes)):
+        target = store_blob(blob_dir, digest, raw_bytes)
         blob = str(target.relative_to(data_root)) if data_root else str(target)
     inline = raw_bytes[:INLINE_RAW_BYTES].decode("utf-8", "replace")
     return QuarantineRecord(stage, source, reason_code, reason, ref, inline, digest, blob, item_id)

@@ -14,6 +14,7 @@ from importlib.metadata import version
 
 import pytest
 import yaml
+from pathlib import Path
 
 from mmd.config import load_settings
 from mmd.cycle import uses_dvc
@@ -100,7 +101,9 @@ def test_compose_prefect_server_on_postgres(compose):
 def test_compose_worker_serves_against_the_compose_server(compose):
     worker = compose["services"]["worker"]
     assert worker["build"] == {"context": "..", "dockerfile": "infra/Dockerfile"}
-    assert worker["command"] == ["python", "-m", "flows.deploy", "serve", "--params", "infra/params.compose.yaml"]
+    # the deployment's own project (mmd init on the first start), every stage through `dvc repro`
+    assert worker["command"] == ["python", "-m", "flows.deploy", "serve", "--params", "/project/params.yaml",
+                                 "--init-from", "infra/params.compose.yaml"]
     env = _env(worker)
     # set, so serve_deployments uses this server and starts none of its own
     assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
@@ -109,7 +112,7 @@ def test_compose_worker_serves_against_the_compose_server(compose):
     # the key the worker sends is the one Qdrant requires
     assert env["QDRANT_API_KEY"] == _env(compose["services"]["qdrant"])["QDRANT__SERVICE__API_KEY"]
     targets = {v.split(":")[1] for v in worker["volumes"]}
-    assert {f"{APP}/data", f"{APP}/reports", f"{APP}/inbox"} <= targets
+    assert {"/project", f"{APP}/inbox"} <= targets
     assert worker["depends_on"]["prefect-server"]["condition"] == "service_healthy"
     assert {"qdrant", "mailpit"} <= set(worker["depends_on"])
 
@@ -147,8 +150,10 @@ def test_compose_references_files_that_exist(compose):
         for volume in svc.get("volumes", []):
             source = volume.split(":")[0]
             assert source.startswith((".", "/")) or source in compose["volumes"], volume
+    init_from = worker["command"][worker["command"].index("--init-from") + 1]
+    assert (REPO / init_from).resolve() == PARAMS   # relative to the image's WORKDIR (the repository)
     params = worker["command"][worker["command"].index("--params") + 1]
-    assert (REPO / params).resolve() == PARAMS      # relative to the image's WORKDIR (the repository)
+    assert Path(params).parent.as_posix() in {v.split(":")[1] for v in worker["volumes"]}  # in the project volume
 
 
 def test_compose_schema_shape(compose):
@@ -200,26 +205,28 @@ def test_dockerignore_keeps_what_the_image_needs():
 
 
 # --------------------------------------------------------------------------- params.compose.yaml
-def test_compose_params_load_and_resolve_to_the_repository():
-    settings = load_settings(PARAMS)
+def test_the_workers_first_start_makes_the_project_its_cycles_run_in(tmp_path):
+    """`serve --init-from infra/params.compose.yaml`: mmd init of the project volume, then its deployments."""
+    from flows.deploy import build_deployments
+
+    project = tmp_path / "project"
+    from mmd.project import init_project
+
+    init_project(project, PARAMS)
+    settings = load_settings(project / "params.yaml")
     p = settings.params
-    assert p.index.backend == "server"
-    assert p.index.url == "http://qdrant:6333"
-    assert p.index.api_key_env == "QDRANT_API_KEY"
-    assert p.notify.transport == "smtp"
-    # paths restated relative to infra/: the same folders as the root params file's
-    assert settings.data_dir == REPO / "data"
-    assert settings.reports_dir == REPO / "reports"
-    assert [settings.path(s.path) for s in p.ingest.sources] == [REPO / "inbox"]
-    # the DVC stages read the root params.yaml: from this file the stages run directly
-    assert not uses_dvc(settings)
-    # the deployments keep the base's flows and schedules, and name this file relative to the
-    # run's working directory (the repository, /app in the image)
+    assert (p.index.backend, p.index.url, p.index.api_key_env) == ("server", "http://qdrant:6333", "QDRANT_API_KEY")
+    assert p.notify.transport == "smtp" and p.cycle.commit
+    assert settings.data_dir == project / "data" and settings.reports_dir == project / "reports"
+    assert [s.path for s in p.ingest.sources] == [str(REPO / "inbox")]  # the repository's inbox, /app/inbox
+    assert str(REPO / "inbox") in p.ingest.allowed_roots
+    assert uses_dvc(settings)  # every stage through `dvc repro` in the project
     base = load_settings(REPO / "params.yaml").params
-    assert set(p.cycle.deployments) == set(base.cycle.deployments)
-    for name, d in p.cycle.deployments.items():
-        assert (d.flow, d.cron) == (base.cycle.deployments[name].flow, base.cycle.deployments[name].cron)
-        assert (REPO / d.parameters["params"]).resolve() == PARAMS
+    deployments = build_deployments(settings)
+    assert {d.name for d in deployments} == set(base.cycle.deployments)
+    for d in deployments:  # the base's flows and schedules, reading the project's params file
+        assert d.parameters["params"] == str(project / "params.yaml")
+        assert [s.schedule.cron for s in d.schedules] == [base.cycle.deployments[d.name].cron]
 
 
 def test_compose_params_change_only_what_they_say():
@@ -228,8 +235,8 @@ def test_compose_params_change_only_what_they_say():
     base = load_settings(REPO / "params.yaml").params.model_dump(by_alias=True)
     changed = {"paths", "index", "notify", "cycle", "ingest"}
     assert {k: v for k, v in ours.items() if k not in changed} == {k: v for k, v in base.items() if k not in changed}
-    assert {k: v for k, v in ours["ingest"].items() if k != "sources"} == \
-        {k: v for k, v in base["ingest"].items() if k != "sources"}
+    assert {k: v for k, v in ours["ingest"].items() if k not in ("sources", "allowed_roots")} == \
+        {k: v for k, v in base["ingest"].items() if k not in ("sources", "allowed_roots")}
     assert {k: v for k, v in ours["index"].items() if k not in ("backend", "url")} == \
         {k: v for k, v in base["index"].items() if k not in ("backend", "url")}
     assert {k: v for k, v in ours["notify"].items() if k != "transport"} == \
@@ -278,7 +285,7 @@ def test_docker_pool_joins_the_compose_stack(compose):
     assert job["networks"] == [compose["networks"]["default"]["name"]]
     names = {v["name"] for v in compose["volumes"].values()}
     mounts = dict(v.split(":")[:2] for v in job["volumes"])
-    assert set(mounts) <= names and {f"{APP}/data", f"{APP}/reports"} <= set(mounts.values())
+    assert set(mounts) <= names and "/project" in set(mounts.values())
     worker = _env(compose["services"]["worker"])
     for key in ("PREFECT_API_URL", "MMD_SMTP_HOST", "MMD_SMTP_PORT", "MMD_SMTP_TLS"):
         assert job["env"][key] == worker[key]
@@ -293,7 +300,7 @@ def test_kubernetes_pool_resources_gpu_and_data():
     assert "nvidia.com/gpu" not in container["resources"]["limits"]     # no GPU unless asked for
     assert "nodeSelector" not in pod and "tolerations" not in pod
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
-    assert {m["mountPath"] for m in container["volumeMounts"] if m["name"] in claims} == {f"{APP}/data", f"{APP}/reports"}
+    assert {m["mountPath"] for m in container["volumeMounts"] if m["name"] in claims} == {"/project"}
     # secrets come from a Secret, by reference
     assert all("valueFrom" in e for e in container["env"])
 

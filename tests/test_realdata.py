@@ -20,6 +20,7 @@ from mmd.ingest import run_ingest
 from mmd.items import normalise_text
 from mmd.sources.mediaeval import event_of
 from mmd.validate import run_validate
+from tests.conftest import SHARED
 
 pytestmark = pytest.mark.realdata
 
@@ -29,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 def settings_at(root: Path, sources: list[dict]):
     params = yaml.safe_load((REPO / "params.yaml").read_text())  # the ratings table, limits, rules
     params["ingest"]["sources"] = sources
+    params["ingest"]["allowed_roots"] = [str(SHARED)]  # the datasets are read in place, outside the project
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return load_settings(root / "params.yaml")

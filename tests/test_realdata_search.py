@@ -24,6 +24,7 @@ def test_a_memes_own_text_finds_it_among_the_top_hits(shared, make_settings, tmp
         sources=[{"name": "harmeme", "type": "memes", "preset": "harmeme", "files": [str(subset)],
                   "images_dir": str(shared / "harmeme" / "images")}],
         embed={"backend": "offline", "batch_size": 32},
+        ingest={"allowed_roots": [str(shared)]},  # the images are read in place, outside the project
     )
     run_ingest(settings, show_progress=False)
     run_validate(settings)

@@ -17,7 +17,6 @@ import functools
 from pathlib import Path
 from typing import Iterable
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from mmd.config.cycle import CycleConfig, DemoConfig, DeploymentConfig, NotifyConfig
@@ -198,14 +197,22 @@ def merge_params(base: dict, override: dict) -> dict:
 
 def read_params_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """A params file as a mapping, its `extends:` chain merged in (ConfigError naming the file when it cannot be)."""
+    from mmd.safe_read import MAX_YAML_BYTES, InputRefused, load_yaml, read_capped
+
     if not path.exists():
         raise ConfigError(f"{path}: no such params file")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: `extends` loops back to itself")
+    # messages name the file and the kind of problem, never its content: `extends` may name any file
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        text = read_capped(path, MAX_YAML_BYTES).decode("utf-8")
+        data = load_yaml(text)
+    except InputRefused as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}), so not a params file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -213,8 +220,10 @@ def read_params_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     base = data.pop("extends", None)
     if base is None:
         return data
+    if not isinstance(base, str) or Path(base).suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError(f"{path}: `extends` must name a .yaml or .yml params file")
     # the base's own relative paths are not rebased: a file that extends another states its paths
-    return merge_params(read_params_file(path.parent / str(base), seen + (path.resolve(),)), data)
+    return merge_params(read_params_file(path.parent / base, seen + (path.resolve(),)), data)
 
 
 def load_settings(path: str | Path = "params.yaml") -> Settings:

@@ -180,6 +180,16 @@ class IngestConfig(_Strict):
     max_text_bytes: int = Field(1_000_000, gt=0)
     # drop an item whose image bytes, text and label equal an accepted item's
     dedupe_by_image: bool = True
+    # a repeat of an item of another split is reported per split pair ("test<-train") either
+    # way; an item of a split named here is kept (accepted, the leak reported) instead of dropped
+    keep_splits_whole: tuple[str, ...] = ()
+    # every local file a source reads (inbox, folders, jsonl, tsv) is refused whole past this
+    max_file_bytes: int = Field(100_000_000, gt=0)
+    # JSON nesting deeper than this is refused before it is parsed (ClaimReview nests ~6)
+    max_json_depth: int = Field(64, ge=2, le=500)
+    # folders a local source may read from (relative to the params file); the params file's own
+    # folder is always allowed. A location resolving (symlinks followed) elsewhere is refused.
+    allowed_roots: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _unique_names(self) -> "IngestConfig":

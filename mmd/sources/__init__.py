@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from mmd.sources.base import SourceContext, Skipped, Yield
+from mmd.sources.base import SourceContext, Skipped, SourceUnavailable, Yield
 
 
 def reader(source_type: str) -> Callable[..., Iterator[Yield]]:
@@ -20,4 +20,4 @@ def reader(source_type: str) -> Callable[..., Iterator[Yield]]:
     }[source_type]
 
 
-__all__ = ["SourceContext", "Skipped", "Yield", "reader"]
+__all__ = ["SourceContext", "Skipped", "SourceUnavailable", "Yield", "reader"]

@@ -13,7 +13,8 @@ from typing import Iterator
 from mmd.config import FactCheckApiSource
 from mmd.http import FetchError, fetch
 from mmd.items import Item, extra_json, make_item_id, normalise_text, sha256_hex
-from mmd.sources.base import SourceContext, Yield
+from mmd.safe_read import loads_json
+from mmd.sources.base import TRANSIENT_FETCH_CODES, SourceContext, Yield, guard_record, make_item
 
 FAMILY = "factcheck_api"
 
@@ -24,7 +25,7 @@ def claim_to_item(ctx: SourceContext, claim: dict, ref: str) -> Yield:
     reviews = claim.get("claimReview")
     if not isinstance(text, str) or not text.strip():
         return ctx.quarantine("missing_field", "claim has no text", ref, raw)
-    if len(text.encode("utf-8")) > ctx.cfg.max_text_bytes:
+    if len(text.encode("utf-8", "surrogatepass")) > ctx.cfg.max_text_bytes:
         return ctx.quarantine("text_too_large", f"claim text is over {ctx.cfg.max_text_bytes} bytes", ref, raw)
     if not isinstance(reviews, list) or not reviews or not isinstance(reviews[0], dict):
         return ctx.quarantine("missing_field", "claim has no claimReview", ref, raw)
@@ -34,8 +35,11 @@ def claim_to_item(ctx: SourceContext, claim: dict, ref: str) -> Yield:
         return ctx.quarantine("missing_field", "claimReview has no textualRating", ref, raw)
     url = review.get("url")
     publisher = review.get("publisher") if isinstance(review.get("publisher"), dict) else {}
-    native = f"{url}#{sha256_hex(normalise_text(text))[:12]}" if url else None
-    return Item(
+    native = f"{url}#{sha256_hex(normalise_text(text))[:12]}" if isinstance(url, str) and url else None
+    return make_item(
+        ctx, ref, raw,
+        {"language": "claimReview.languageCode", "url": "claimReview.url", "publisher": "claimReview.publisher.name",
+         "published_at": "claimReview.reviewDate", "claim_date": "claimDate"},
         id=make_item_id("claimreview", native, text, None),  # same identity as the feed's ClaimReview
         source=ctx.name,
         source_family=FAMILY,
@@ -55,22 +59,23 @@ def claim_to_item(ctx: SourceContext, claim: dict, ref: str) -> Yield:
             site=publisher.get("site"),
             other_reviews=[r.get("url") for r in reviews[1:] if isinstance(r, dict)],
         ),
-    ).finalise()
+    )
 
 
 def response_to_items(ctx: SourceContext, page: dict, ref: str) -> Iterator[Yield]:
     """Items from one `claims:search` response page (recorded or live)."""
     claims = page.get("claims", [])
     if not isinstance(claims, list):
-        yield ctx.quarantine("bad_shape", "`claims` is not a list", ref, json.dumps(page)[:4096])
+        yield ctx.quarantine("bad_shape", "`claims` is not a list", ref, json.dumps(page, ensure_ascii=False))
         return
     watermark = ctx.state.get("max_review_date")
     for n, claim in enumerate(claims):
         if not isinstance(claim, dict):
             yield ctx.quarantine("bad_shape", "a claim is not an object", f"{ref}#{n}", json.dumps(claim))
             continue
-        result = claim_to_item(ctx, claim, f"{ref}#{n}")
-        if isinstance(result, Item) and watermark and result.published_at and result.published_at < watermark:
+        cref = f"{ref}#{n}"
+        result = guard_record(ctx, cref, json.dumps(claim, ensure_ascii=False), lambda: claim_to_item(ctx, claim, cref))
+        if isinstance(result, Item) and isinstance(watermark, str) and result.published_at and result.published_at < watermark:
             ctx.counters["older_than_watermark"] += 1
             continue
         yield result
@@ -92,15 +97,18 @@ def read(ctx: SourceContext, cfg: FactCheckApiSource) -> Iterator[Yield]:
     for page_no in range(cfg.max_pages):
         params = dict(query, key=key, **({"pageToken": token} if token else {}))
         ref = f"{cfg.endpoint}?page={page_no}"
+        ctx.files_tried += 1
         try:
             resp = fetch(cfg.endpoint, ctx.cfg.http, params=params)
         except FetchError as exc:
             # the key is in the URL the library saw: never let it reach a record
-            yield ctx.quarantine(f"fetch_{exc.code}", str(exc).replace(key, "***"), ref)
+            message = str(exc).replace(key, "***")
+            ctx.file_failed(message, exc.code in TRANSIENT_FETCH_CODES)
+            yield ctx.quarantine(f"fetch_{exc.code}", message, ref)
             errored = True
             break
         try:
-            page = json.loads(resp.body.decode("utf-8"))
+            page = loads_json(resp.body, ctx.cfg.max_json_depth)
             if not isinstance(page, dict):
                 raise ValueError("top level is not an object")
         except (UnicodeDecodeError, ValueError) as exc:
@@ -114,6 +122,9 @@ def read(ctx: SourceContext, cfg: FactCheckApiSource) -> Iterator[Yield]:
             yield result
         ctx.counters["pages"] += 1
         token = page.get("nextPageToken")
+        if token is not None and not isinstance(token, str):
+            ctx.counters["bad_next_page_token"] += 1
+            token, errored = None, True
         ctx.state["next_page_token"] = token
         if not token:
             break

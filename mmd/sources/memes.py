@@ -6,14 +6,14 @@ maps them. A label outside the spec's table is quarantined, never guessed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
 from mmd.config import MemeSource, MemeSpec
 from mmd.images import ImageRejected
-from mmd.items import Item, extra_json, make_item_id
-from mmd.sources.base import SourceContext, Yield, image_rejected, read_lines
+from mmd.items import extra_json, make_item_id
+from mmd.safe_read import InputRefused, loads_json
+from mmd.sources.base import SourceContext, Yield, guard_record, image_rejected, make_item, read_guarded, read_lines
 
 FAMILY = "memes"
 
@@ -45,7 +45,10 @@ def record_to_item(
         return ctx.quarantine("missing_field", f"meme record lacks {', '.join(missing)}", ref, raw)
     if not isinstance(text, str):
         return ctx.quarantine("bad_type", f"{spec.text_field} must be a string", ref, raw)
-    if len(text.encode("utf-8")) > ctx.cfg.max_text_bytes:
+    if not isinstance(native, (str, int)) or isinstance(native, bool) or not isinstance(image_ref, str):
+        bad = spec.id_field if not isinstance(native, (str, int)) or isinstance(native, bool) else spec.image_field
+        return ctx.quarantine("bad_field", f"field `{bad}` must be text, got {type(record.get(bad)).__name__}", ref, raw)
+    if len(text.encode("utf-8", "surrogatepass")) > ctx.cfg.max_text_bytes:
         return ctx.quarantine("text_too_large", f"text is over {ctx.cfg.max_text_bytes} bytes", ref, raw)
     original, rest = _label(record, spec)
     label = None
@@ -55,7 +58,6 @@ def record_to_item(
                 "unknown_label", f"label {original!r} is not one of {sorted(spec.labels)}", ref, raw
             )
         label = spec.labels[original]
-    image_ref = str(image_ref)
     if spec.image_prefix_strip and image_ref.startswith(spec.image_prefix_strip):
         image_ref = image_ref[len(spec.image_prefix_strip) :]
     item_id = make_item_id(FAMILY, f"{ctx.name}:{native}", text, None)
@@ -63,7 +65,9 @@ def record_to_item(
         img = ctx.store_image(images_root, image_ref)
     except ImageRejected as exc:
         return image_rejected(ctx, exc, ref, raw, item_id)
-    return Item(
+    lang_field = "lang" if record.get("lang") is not None else "language"
+    return make_item(
+        ctx, ref, raw, {"language": lang_field},
         id=item_id,
         source=ctx.name,
         source_family=FAMILY,
@@ -76,29 +80,30 @@ def record_to_item(
         image_height=img.height,
         label=label,
         label_original=original,
-        language=record.get("lang") or record.get("language"),
+        language=record.get(lang_field),
         split=split,
         group=img.sha256,  # one meme image, one side of any split
         extra=extra_json(target=rest, image_ref=image_ref),
-    ).finalise()
+    )
 
 
 def read_jsonl(ctx: SourceContext, path: Path, spec: MemeSpec, images_root: Path, split: str | None) -> Iterator[Yield]:
-    new, digest = ctx.file_is_new(path)
+    data = ctx.read_file(path)
+    new, digest = ctx.file_is_new(path, data)
     if not new:
         ctx.counters["unchanged_files"] += 1
         return
-    for lineno, line, raw in read_lines(ctx, path):
+    for lineno, line, raw in read_lines(data):
         ref = f"{path.name}:{lineno}"
         if line is None:
             yield ctx.quarantine("not_utf8", "line is not UTF-8", ref, raw)
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield ctx.quarantine("bad_json", f"not valid JSON: {exc.msg} at char {exc.pos}", ref, raw)
+            record = loads_json(line, ctx.cfg.max_json_depth)
+        except InputRefused as exc:
+            yield ctx.quarantine(exc.code, str(exc), ref, raw)
             continue
-        yield record_to_item(ctx, record, spec, images_root, ref, line, split)
+        yield guard_record(ctx, ref, raw, lambda: record_to_item(ctx, record, spec, images_root, ref, line, split))
     ctx.mark_file(path, digest)
 
 
@@ -111,10 +116,19 @@ def split_of(path: Path) -> str | None:
 
 
 def read(ctx: SourceContext, cfg: MemeSource) -> Iterator[Yield]:
-    images_root = ctx.settings.path(cfg.images_dir)
+    try:
+        images_root = ctx.local_path(cfg.images_dir)
+    except InputRefused as exc:
+        yield ctx.quarantine(exc.code, str(exc), cfg.images_dir)
+        return
     for name in cfg.files:
-        path = ctx.settings.path(name)
+        try:
+            path = ctx.local_path(name)
+        except InputRefused as exc:
+            yield ctx.quarantine(exc.code, str(exc), name)
+            continue
         if not path.is_file():
             yield ctx.quarantine("missing_location", f"{path} does not exist", name)
             continue
-        yield from read_jsonl(ctx, path, cfg.mapping(), images_root, split_of(path) if cfg.split_from_filename else None)
+        split = split_of(path) if cfg.split_from_filename else None
+        yield from read_guarded(ctx, path, name, lambda: read_jsonl(ctx, path, cfg.mapping(), images_root, split))
