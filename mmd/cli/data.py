@@ -75,9 +75,10 @@ def ingest(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Pull what is new from every enabled source into the items snapshot."""
+    from mmd.errors import EXIT_RETRYABLE, Retryable
     from mmd.tables import console
 
-    with exits_on(ValueError, code=2):
+    with exits_on(ValueError, code=2), exits_on(Retryable, code=EXIT_RETRYABLE):
         settings, r = _stage(params, "ingest", only=source, show_progress=not quiet)
     console.print(f"{r.totals.accepted} new items; {r.total_items} in {settings.layout.items_ingested}")
 
