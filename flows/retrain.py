@@ -34,8 +34,9 @@ from mmd.results import GateReport
       retry_jitter_factor=0.5, retry_condition_fn=retry_if_retryable)
 def stage(params: str, name: str, use_dvc: bool | None) -> StageRun:
     """One stage; retried only when it says the world was flaky (a retry of ingest resumes from the watermarks)."""
-    run = run_stage(load_settings(params), name, use_dvc)
-    get_run_logger().info("%s %s (%s, %.1fs): %s", name, run.status, run.how, run.seconds, run.row()["figures"])
+    log = get_run_logger()
+    run = run_stage(load_settings(params), name, use_dvc, log=log.info)
+    log.info("%s %s (%s, %.1fs): %s", name, run.status, run.how, run.seconds, run.row()["figures"])
     return run
 
 

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from mmd import stages
 from mmd.config import Settings
@@ -91,22 +91,41 @@ def _run(cmd: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def run_stage(settings: Settings, name: str, use_dvc: bool | None = None) -> StageRun:
+def _run_streaming(cmd: list[str], cwd: Path, what: str, on_line: Callable[[str], None] | None) -> str:
+    """Run `cmd`, passing each line it prints (stdout and stderr) to `on_line` as it comes: a long stage's
+    progress reaches the flow's log while it runs. Its output; RuntimeError with the tail when it fails."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if on_line is not None and line.strip():
+            on_line(line.rstrip())
+    code = proc.wait()
+    out = "".join(lines)
+    if code != 0:
+        raise RuntimeError(f"{what} failed (exit {code}):\n{out[-6000:]}")
+    return out
+
+
+def run_stage(settings: Settings, name: str, use_dvc: bool | None = None,
+              log: Callable[[str], None] | None = None) -> StageRun:
     """Run one stage (see the module docstring): directly, or through `dvc repro --single-item`, after which
-    its result is the report it left (the last one when DVC skipped it)."""
+    its result is the report it left (the last one when DVC skipped it). `log` gets the stage's output lines."""
     stage = stages.get(name, settings.params.evaluate.families)
     start = time.perf_counter()
     if not uses_dvc(settings, use_dvc):
-        result = stage.run(settings)
+        result = stage.run(settings, log)
         return StageRun(name, "direct", "ran", round(time.perf_counter() - start, 3), result)
     target = f"gpu/dvc.yaml:{name}" if stage.gpu else name
     try:
-        proc = _run([_tool("dvc"), "repro", "--single-item", target], settings.root, f"dvc repro {target}")
+        out = _run_streaming([_tool("dvc"), "repro", "--single-item", target], settings.root, f"dvc repro {target}", log)
     except RuntimeError as exc:
         if f"exited with {EXIT_RETRYABLE}" in str(exc):  # the stage said: try again later
             raise Retryable(str(exc)) from None
         raise
-    skipped = "didn't change, skipping" in proc.stdout
+    skipped = "didn't change, skipping" in out
     return StageRun(name, "dvc", "skipped" if skipped else "ran", round(time.perf_counter() - start, 3),
                     stage.last(settings))
 

@@ -80,10 +80,41 @@ def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def progress(items: Iterable[T], description: str, enabled: bool = True, total: int | None = None) -> Iterator[T]:
-    """A rich progress bar on a terminal; plain iteration elsewhere (CI logs stay readable)."""
-    if not enabled or not sys.stderr.isatty():
+PROGRESS_EVERY_S = 30.0  # off a terminal: a progress line this often (and one at the end)
+
+
+def _progress_lines(items: Iterable[T], description: str, total: int | None, every_s: float) -> Iterator[T]:
+    """Plain lines on stderr for logs (a DVC stage's, a flow's): count, total, rate, at most every `every_s`."""
+    import time
+
+    started = last = time.monotonic()
+    n = 0
+
+    def line(final: bool = False) -> None:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        of = f"/{total}" if total is not None else ""
+        print(f"{description}: {n}{of}{' done' if final else ''} in {elapsed:.0f}s ({n / elapsed:.1f}/s)",
+              file=sys.stderr, flush=True)
+
+    for x in items:
+        yield x
+        n += 1
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            line()
+    if time.monotonic() - started >= every_s:  # short work stays quiet
+        line(final=True)
+
+
+def progress(items: Iterable[T], description: str, enabled: bool = True, total: int | None = None,
+             every_s: float | None = None) -> Iterator[T]:
+    """A rich progress bar on a terminal; elsewhere (a log, CI, a DVC stage) a line every PROGRESS_EVERY_S
+    seconds, so a long stage is never silent until it ends."""
+    if not enabled:
         yield from items
+        return
+    if not sys.stderr.isatty():
+        yield from _progress_lines(items, description, total, PROGRESS_EVERY_S if every_s is None else every_s)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 

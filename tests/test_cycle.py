@@ -116,3 +116,37 @@ def test_push_on_without_a_remote_is_a_clear_error(make_settings, tmp_path):
     with pytest.raises(RuntimeError, match="cycle.push is on but DVC has no default remote"):
         version_cycle(make_settings(cycle={"push": "on"}), GateReport())
     assert version_cycle(make_settings(), {"families": {}}) == {"pushed": False, "remote": None, "commit": None}
+
+
+def test_progress_off_a_terminal_prints_lines_while_it_runs(capsys):
+    from mmd.util import progress
+
+    seen = list(progress(range(5), "encoding texts", total=5, every_s=0.0))
+    assert seen == list(range(5))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("encoding texts: 1/5 in") and lines[-1].startswith("encoding texts: 5/5 done in")
+
+
+def test_a_dvc_stage_streams_its_output_to_the_log(tmp_path):
+    from mmd.cycle import _run_streaming
+
+    got = []
+    out = _run_streaming([sys.executable, "-c", "import sys; print('one'); print('two', file=sys.stderr)"],
+                         tmp_path, "a stage", got.append)
+    assert got == ["one", "two"] and "one" in out
+    with pytest.raises(RuntimeError, match="a stage failed \\(exit 3\\)"):
+        _run_streaming([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, "a stage", None)
+
+
+def test_threads_default_to_the_cores_given_to_the_process(monkeypatch):
+    import torch
+
+    from mmd.encoders import base
+
+    monkeypatch.setattr(base, "available_cores", lambda: 1)
+    before = torch.get_num_threads()
+    try:
+        assert base.set_threads(None) == 1 and torch.get_num_threads() == 1
+        assert base.set_threads(2) == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -185,6 +185,8 @@ class TrainConfig(_Strict):
     label_names: tuple[str, str] = ("real", "fake")  # label 0, label 1 in metrics and tables
     seed: int = 0
     device: str = "auto"              # auto: a GPU when there is one
+    # torch threads for training and scoring (evaluate, gate, predict); null: the cores given to the process
+    threads: int | None = Field(None, gt=0)
 
 
 # --------------------------------------------------------------------------- evaluate

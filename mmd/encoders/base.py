@@ -56,10 +56,13 @@ def mix(text_vecs: np.ndarray, image_vecs: np.ndarray, has_image: np.ndarray, te
     return l2_normalise(np.concatenate([text_weight * t, image_part], axis=1))
 
 
-def set_threads(threads: int | None) -> None:
-    """`embed.threads`: torch's intra-op threads for this process (None leaves torch's default)."""
-    if threads:
-        torch.set_num_threads(threads)
+def set_threads(threads: int | None) -> int:
+    """torch's intra-op threads for this process: `threads`, or (None) the cores this process may run on
+    (its CPU affinity: a container's or a scheduler's share, not the machine's count). Returns the number."""
+    n = threads or available_cores()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
 
 
 def select_device(device: str) -> torch.device:

@@ -6,7 +6,7 @@ from mmd.config import Settings
 from mmd.results import EmbedReport
 
 
-def run(settings: Settings, log=None, show_progress: bool = False) -> EmbedReport:
+def run(settings: Settings, log=None, show_progress: bool = True) -> EmbedReport:
     from mmd.embed import run_embed
 
     return EmbedReport.model_validate(run_embed(settings, show_progress=show_progress).to_dict())

@@ -8,6 +8,8 @@ from mmd.results import TrainReport
 
 def run(settings: Settings, log=None, family: str = "cmc", **options) -> TrainReport:
     """`options`: the family's own (CMC's `variant`)."""
+    from mmd.encoders.base import set_threads
     from mmd.models.families import get
 
+    set_threads(settings.params.train.threads)
     return TrainReport.model_validate(get(family).load("train")(settings, log=log, **options))
