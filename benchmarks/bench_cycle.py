@@ -11,15 +11,15 @@ under one local Prefect server, in one run:
    stage does the same work as in 1, so DVC's overhead per stage (a new process importing
    torch and the stage's libraries, hashing deps and outputs, writing dvc.lock, caching the
    outputs) is its time here minus its time in 1; plus `dvc push` to a local remote.
-3. `dvc, nothing new`: the same project again, as a nightly run with no new data: every stage
-   but ingest and index (both always run, both incremental) is skipped, so this cycle is
-   almost all orchestration.
+3. `dvc, nothing new`: the same project again, as a nightly run with no new data: DVC skips every
+   stage, so this cycle is all orchestration.
 
 The Prefect server's start is measured once and reported apart (a served deployment pays it
 once; `make demo` pays it per run). Writes JSON with the machine, the load and every figure.
 
     python benchmarks/bench_cycle.py                 # the demo sizes (60 memes, 40 claims, 40 posts)
     python benchmarks/bench_cycle.py --small         # configs/small-cycle.yaml: 20 / 10 / 12 and tiny detectors
+    python benchmarks/bench_cycle.py --real          # the real datasets in a project: benchmarks/bench_cycle_real.py
 """
 
 from __future__ import annotations
@@ -49,24 +49,23 @@ def _sh(cmd: list[str], cwd: Path) -> None:
 
 
 def project(root: Path, small: bool, dvc: bool) -> Path:
-    """A folder with the params (defaults, or the small set) and the demo inbox; with `dvc`, a git + DVC
-    project like a deployment's (code, dvc.yaml, a local remote)."""
+    """A folder with the params (defaults, or the small set) and the demo inbox; with `dvc`, a deployment's
+    project made by `mmd init` (git + DVC, the generated dvc.yaml, a local remote)."""
     from mmd.config import load_settings, merge_params
     from mmd.demo import generate
+    from mmd.project import init_project
 
-    root.mkdir(parents=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     if small:
         params = merge_params(params, yaml.safe_load((ROOT / "configs" / "small-cycle.yaml").read_text()))
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    params["ingest"]["sources"] = [{"name": "inbox", "type": "inbox", "path": str(root / "inbox")}]
     if dvc:
-        shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
-        shutil.copytree(ROOT / "mmd", root / "mmd", ignore=shutil.ignore_patterns("__pycache__"))
-        dvc_bin = str(Path(sys.executable).with_name("dvc"))
-        _sh(["git", "init", "-q"], root)
-        _sh([dvc_bin, "init", "-q"], root)
-        _sh([dvc_bin, "config", "core.analytics", "false"], root)
-        _sh([dvc_bin, "remote", "add", "-d", "local", str(root.parent / f"{root.name}-remote")], root)
+        base = root.parent / f"{root.name}-from.yaml"
+        base.write_text(yaml.safe_dump(params, sort_keys=False))
+        init_project(root, base, str(root.parent / f"{root.name}-remote"))
+    else:
+        root.mkdir(parents=True)
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     settings = load_settings(root / "params.yaml")
     generate(settings.path("inbox"), settings.params.demo)
     return root / "params.yaml"
@@ -74,28 +73,37 @@ def project(root: Path, small: bool, dvc: bool) -> Path:
 
 def measure(params: Path) -> dict:
     from flows.retrain import retrain_flow
+    from mmd.cycle import StageRun
 
     t0, ticks0 = time.perf_counter(), cpu_ticks()
     ran = retrain_flow(str(params))
     wall = time.perf_counter() - t0
     ticks1 = cpu_ticks()
-    stages = {name: {"seconds": run["seconds"], "how": run["how"], "status": run["status"]}
-              for name, run in ran.items() if isinstance(run, dict) and "how" in run}
+    stages = {name: {"seconds": run.seconds, "how": run.how, "status": run.status, "figures": run.row()["figures"]}
+              for name, run in ran.items() if isinstance(run, StageRun)}
     inside = sum(s["seconds"] for s in stages.values())
     steal = None
     if ticks0 and ticks1 and ticks1[1] > ticks0[1]:
         steal = round((ticks1[0] - ticks0[0]) / (ticks1[1] - ticks0[1]), 4)
+    embed = ran["embed"].result
     return {"wall_s": round(wall, 2), "stages_s": round(inside, 2), "overhead_s": round(wall - inside, 2),
-            "stages": stages, "decisions": {f: d["action"] for f, d in ran["gate"]["report"]["families"].items()},
+            "stages": stages, "decisions": {f: d.action for f, d in ran["gate"].result.families.items()},
+            "encoded": {"texts": embed.encoded_texts, "images": embed.encoded_images} if embed else None,
             "pushed": ran["version"].get("pushed"), "cpu_steal_share": steal}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="a small corpus and tiny detectors")
+    parser.add_argument("--real", action="store_true", help="the real datasets (benchmarks/bench_cycle_real.py)")
     parser.add_argument("--tmp", default=None, help="folder for the temporary projects")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cycle.json")
     args = parser.parse_args()
+    if args.real:
+        sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "--real"]
+        from benchmarks.bench_cycle_real import main as real
+
+        return real()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from prefect.settings import PREFECT_LOGGING_LEVEL, temporary_settings
