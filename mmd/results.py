@@ -124,9 +124,13 @@ class ValidateReport(StageResult):
     per_kind: dict[str, dict[str, int]] = Field(default_factory=dict)
     quarantine_reasons: dict[str, int] = Field(default_factory=dict)
     batch_checks: list[dict[str, Any]] = Field(default_factory=list)
+    total_items: int = 0              # the validated snapshot after the run
+    incremental: bool = False         # the run validated only the rows new since the last one
 
     def figures(self) -> str:
-        return f"{self.in_} in: {self.accepted} pass ({_pct(self.pass_rate)}), {self.quarantined} quarantined"
+        new = " new" if self.incremental else ""
+        return (f"{self.in_}{new} in: {self.accepted} pass ({_pct(self.pass_rate)}), {self.quarantined} quarantined; "
+                f"{self.total_items} validated in all")
 
 
 class EmbedReport(StageResult):

@@ -21,6 +21,7 @@ def test_ingest_flow_runs_and_reconciles(make_settings):
         second = ingest_flow(str(settings.params_file))
     assert first["ingest"].reconciled and first["ingest"].totals.accepted > 0
     assert first["validate"].in_ == first["ingest"].total_items
-    # the second run finds nothing new
+    # the second run finds nothing new, and validates nothing again
     assert second["ingest"].totals.accepted == 0
-    assert second["validate"].in_ == first["validate"].in_
+    assert (second["validate"].in_, second["validate"].incremental) == (0, True)
+    assert second["validate"].total_items == first["validate"].total_items == first["validate"].accepted

@@ -247,3 +247,24 @@ def test_validated_snapshot_holds_only_passing_rows(bad_rows):
     assert {r["language"] for r in kept if r["kind"] == "fact_check"} == {"en", "en-GB", "pt_BR"}
     page = (s.reports_dir / "validation.html").read_text()
     assert "expect_column_values_to_be_dateutil_parseable" in page
+
+
+def test_validation_is_incremental_and_starts_over_when_its_rules_change(tmp_path):
+    s = settings_at(tmp_path, [{"name": "inbox", "type": "inbox", "path": "inbox"}])
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.json").write_text(json.dumps([review(str(i)) for i in range(6)]))
+    run_ingest(s, show_progress=False)
+    first = run_validate(s)
+    assert (first.total, first.incremental, first.total_items) == (6, False, 6)
+    (inbox / "b.json").write_text(json.dumps([review(str(i)) for i in range(6, 9)]))
+    run_ingest(s, show_progress=False)
+    second = run_validate(s)
+    assert (second.total, second.incremental, second.total_items) == (3, True, 9)  # only the new rows
+    nothing = run_validate(s)
+    assert (nothing.total, nothing.passed, nothing.total_items) == (0, True, 9)
+    params = yaml.safe_load(s.params_file.read_text())
+    params.setdefault("validate", {}).setdefault("kinds", kinds())["fact_check"]["text_max_chars"] = 1999
+    s.params_file.write_text(yaml.safe_dump(params))
+    again = run_validate(load_settings(s.params_file))
+    assert (again.total, again.incremental, again.total_items) == (9, False, 9)  # new rules: every row again

@@ -1,10 +1,14 @@
-"""Validate the ingested snapshot with Great Expectations; quarantine failing rows with reasons.
+"""Validate what ingest added with Great Expectations; quarantine failing rows with reasons.
 
 Reads `<data>/ingested/items.parquet`, writes `<data>/validated/items.parquet` and
 `<data>/validated/quarantine.parquet`, and `reports/validation.{json,html}`.
-Reconciles: in = accepted + quarantined. A batch-level failure (an empty batch, a label
-share out of bounds, too low a pass rate) raises `ValidationFailed` after the reports
-are written, with a message that says what to do.
+
+Incremental: the batch is the ingested rows that were neither accepted nor quarantined by an earlier
+run under the same rules (`validated/state.json` holds the hash of the `validate` section); when the
+rules change, every row is validated again. Reconciles per batch: in = accepted + quarantined. A
+batch-level failure (a label share out of bounds, too low a pass rate, a snapshot smaller than
+`min_items`) raises `ValidationFailed` after the reports are written, with a message that says what to
+do. A batch with nothing new is no failure.
 """
 
 from __future__ import annotations
@@ -52,10 +56,12 @@ class ValidationResult:
     quarantine_path: Path | None = None
     report_path: Path | None = None
     html_path: Path | None = None
+    total_items: int = 0          # the validated snapshot after this run
+    incremental: bool = False     # only rows new since the last run (under the same rules) were validated
 
     @property
     def pass_rate(self) -> float:
-        return self.accepted / self.total if self.total else 0.0
+        return self.accepted / self.total if self.total else 1.0
 
     @property
     def passed(self) -> bool:
@@ -68,6 +74,8 @@ class ValidationResult:
             "quarantined": self.quarantined,
             "reconciled": self.total == self.accepted + self.quarantined,
             "pass_rate": round(self.pass_rate, 6),
+            "total_items": self.total_items,
+            "incremental": self.incremental,
             "passed": self.passed,
             "failures": self.failures,
             "per_kind": self.per_kind,
@@ -142,10 +150,31 @@ def validate_frame(df: pd.DataFrame, settings: Settings) -> tuple[dict[int, list
     return failures, checks
 
 
+def _rules_hash(settings: Settings) -> str:
+    from mmd.items import sha256_hex
+
+    return sha256_hex(json.dumps(settings.params.validate_.model_dump(mode="json"), sort_keys=True))
+
+
 def run_validate(settings: Settings) -> ValidationResult:
+    import pyarrow.compute as pc
+
+    from mmd.quarantine import QUARANTINE_SCHEMA
+
     cfg = settings.params.validate_
     at = settings.layout
-    table = read_table(at.items_ingested, ITEM_SCHEMA)
+    ingested = read_table(at.items_ingested, ITEM_SCHEMA)
+    rules = _rules_hash(settings)
+    try:
+        same_rules = json.loads(at.validate_state.read_text()).get("rules") == rules
+    except (OSError, ValueError):
+        same_rules = False
+    before = read_table(at.items, ITEM_SCHEMA) if same_rules else ITEM_SCHEMA.empty_table()
+    done = set(before.column("id").to_pylist())
+    if same_rules:
+        done |= {i for i in read_table(at.validate_quarantine, QUARANTINE_SCHEMA).column("item_id").to_pylist() if i}
+    table = ingested.filter(pc.invert(pc.is_in(ingested.column("id"), pa.array(sorted(done), pa.string())))) \
+        if done else ingested
     df = table.to_pandas(types_mapper={pa.int8(): pd.Int8Dtype(), pa.int32(): pd.Int32Dtype()}.get)
     failures, checks = validate_frame(df, settings) if len(df) else ({}, [])
 
@@ -166,20 +195,23 @@ def run_validate(settings: Settings) -> ValidationResult:
     keep = pd.Series(True, index=df.index)
     keep.iloc[bad_rows] = False
     accepted = table.filter(pa.array(keep.to_numpy()))
-    write_table(accepted, at.items)
-    # derived from the whole snapshot each run, so rewritten rather than appended
-    at.validate_quarantine.unlink(missing_ok=True)
+    write_table(pa.concat_tables([before, accepted]), at.items)
+    if not same_rules:  # every row was validated again: the quarantine is this run's
+        at.validate_quarantine.unlink(missing_ok=True)
     append_records(at.validate_quarantine, records)
+    write_json(at.validate_state, {"rules": rules, "validated_at": now_iso(), "items": before.num_rows + accepted.num_rows})
 
     per_kind: dict[str, dict[str, int]] = {}
     for kind, kept in keep.groupby(df["kind"]):
         bad = int((~kept).sum())
         per_kind[str(kind)] = {"in": len(kept), "accepted": len(kept) - bad, "quarantined": bad}
     result = ValidationResult(len(df), accepted.num_rows, len(records), per_kind, dict(reasons), checks,
-                              items_path=at.items, quarantine_path=at.validate_quarantine, report_path=at.validation_report, html_path=at.validation_html)
-    if len(df) < cfg.min_items:
+                              items_path=at.items, quarantine_path=at.validate_quarantine,
+                              report_path=at.validation_report, html_path=at.validation_html,
+                              total_items=before.num_rows + accepted.num_rows, incremental=same_rules)
+    if result.total_items < cfg.min_items:
         result.failures.append(
-            f"the batch has {len(df)} items, fewer than validate.min_items={cfg.min_items}: "
+            f"the snapshot has {result.total_items} items, fewer than validate.min_items={cfg.min_items}: "
             "ingest found nothing to validate; check the sources with `mmd status` and run `mmd ingest`"
         )
     for c in checks:
