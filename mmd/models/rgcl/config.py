@@ -16,27 +16,45 @@ class _Strict(BaseModel):
 
 class RKCConfig(_Strict):
     k: int = Field(20, gt=0)
-    # rank: w_k = K - k + 1 (the paper); uniform: w_k = 1; similarity: w_k = max(cos, 0)
-    weighting: Literal["rank", "uniform", "similarity"] = "rank"
+    # rank: w_k = K - k + 1 (the paper); uniform: w_k = 1; similarity: w_k = max(cos, 0);
+    # rank_similarity: each neighbour votes its label as +-1 times its cosine, with rank weights
+    # (the authors' code), mapped from [-1, 1] to a score in [0, 1]
+    weighting: Literal["rank", "uniform", "similarity", "rank_similarity"] = "rank"
 
 
 class RGCLConfig(_Strict):
     map_dim: int = Field(1024, gt=0)
     num_layers: int = Field(3, gt=0)
-    input_dropout: float = Field(0.1, ge=0, lt=1)
-    dropout: float = Field(0.2, ge=0, lt=1)
+    input_dropout: float = Field(0.1, ge=0, lt=1)   # after each modality's projection
+    fusion_dropout: float = Field(0.2, ge=0, lt=1)  # on the fused vector, before the MLP's first layer
+    dropout: float = Field(0.2, ge=0, lt=1)         # before the MLP's later layers (and the output's, with head_relu)
+    input_norm: Literal["layernorm", "none"] = "layernorm"  # on each frozen feature, before its projection
+    normalize_projections: bool = False  # L2-normalise each modality's projection before the product
+    head_relu: bool = False              # the logistic output reads ReLU(g) (+ dropout), not g
+    # infonce: -log e^{s+} / (e^{s+} + sum e^{s-}) (the paper's equation); triplet: relu(mean in-batch s-
+    # + sum hard s- - s+ + margin) (the loss its released scripts train with)
+    loss: Literal["infonce", "triplet"] = "infonce"
+    triplet_margin: float = Field(0.1, ge=0)
     temperature: float = Field(1.0, gt=0)      # sim(g, g') = cos / temperature (the paper: 1)
     hard_negatives: int = Field(1, ge=0)       # nearest opposite-label items per example
     in_batch_negatives: bool = True            # opposite-label items of the batch count too
     bce_weight: float = Field(0.5, ge=0, le=1)  # loss = (1 - w) * L_RGCL + w * BCE
+    # the positive: the nearest other same-label example (other), or the example itself as embedded at the
+    # last refresh (self: the authors' code searches an index that holds the query itself)
+    positive: Literal["other", "self"] = "other"
+    # the embeddings of positives and hard negatives: recomputed by the current head with gradient (live),
+    # or those of the last refresh, fixed (snapshot: the authors' code)
+    mined_from: Literal["live", "snapshot"] = "live"
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
+    grad_clip: float = Field(5.0, gt=0)        # max gradient norm
     batch_size: int = Field(64, gt=1)
     epochs: int = Field(30, gt=0)
     patience: int = Field(5, gt=0)
     # the validation figure that picks the epoch: rkc (1 - AUROC of RKC against the training
-    # embeddings: what predicts by default) or bce (the logistic head's loss)
-    early_stop: Literal["rkc", "bce"] = "rkc"
+    # embeddings: what predicts by default), bce (the logistic head's loss) or head_acc (1 - the
+    # head's accuracy at 0.5: the authors' code)
+    early_stop: Literal["rkc", "bce", "head_acc"] = "rkc"
     # mining: the training embeddings go into a vector-store collection every `refresh_every`
     # epochs and positives / hard negatives are searched there (store), or found by an exact
     # matmul + top-k in torch (exact); see benchmarks/bench_mining.py for the trade-off

@@ -11,7 +11,9 @@ the current embeddings g; an example is never its own neighbour. Two ways:
 RKC: the K nearest labelled embeddings of a query vote: score = sum w_k y_k / sum w_k, with
 rank weights w_k = K - k + 1 (k = 1 is the nearest; the paper; neighbours tied in
 similarity share their mean weight), uniform weights, or the cosine similarity (clipped
-at 0). `rkc_scores` computes it by brute force; `rkc_from_hits`
+at 0); or (rank_similarity, the authors' code) each votes +-1 times its cosine with rank
+weights, score = (1 + sum w_k (2 y_k - 1) cos_k / sum w_k) / 2, so that a near neighbour
+counts more than a far one of the same rank. `rkc_scores` computes it by brute force; `rkc_from_hits`
 from a vector-store search whose payloads carry `label`.
 """
 
@@ -127,11 +129,16 @@ def _weights(sims: np.ndarray, weighting: str, k: int | None = None) -> np.ndarr
     elif weighting == "similarity":
         return np.clip(_tie_averaged(np.where(np.arange(sims.shape[1]) < k, sims, 0.0), sims), 0.0, None)
     else:
-        raise ValueError(f"unknown RKC weighting {weighting!r}: rank, uniform or similarity")
+        raise ValueError(f"unknown RKC weighting {weighting!r}: rank, uniform, similarity or rank_similarity")
     return _tie_averaged(np.broadcast_to(base, sims.shape), sims)
 
 
 def _vote(labels: np.ndarray, sims: np.ndarray, weighting: str, k: int | None = None) -> np.ndarray:
+    if weighting == "rank_similarity":  # sum w_k (2 y_k - 1) cos_k / sum w_k in [-1, 1], mapped to [0, 1]
+        w = _weights(sims, "rank", k)
+        total = w.sum(axis=1)
+        signed = (w * (2.0 * labels - 1.0) * sims).sum(axis=1) / np.where(total > 0, total, 1.0)
+        return (signed + 1.0) / 2.0
     w = _weights(sims, weighting, k)
     total = w.sum(axis=1)
     score = (w * labels).sum(axis=1) / np.where(total > 0, total, 1.0)

@@ -45,7 +45,6 @@ from mmd.models.rgcl.model import RGCLHead
 from mmd.util import write_json
 
 MODEL_NAME = "rgcl"
-GRAD_CLIP = 5.0
 Miner = Callable[[np.ndarray, np.ndarray], Mined]
 
 LABELS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("image_path", pa.string()),
@@ -111,7 +110,8 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
             t = time.perf_counter()
             mined = miner(g_all, y_np)
             mining_s = time.perf_counter() - t
-        pos_all = torch.as_tensor(mined.positives, device=device)
+            snapshot = torch.as_tensor(g_all, device=device)  # the embeddings mined on (mined_from: snapshot)
+        pos_all = torch.as_tensor(mined.positives if cfg.positive == "other" else np.arange(n), device=device)
         neg_all = torch.as_tensor(mined.negatives, device=device)
         head.train()
         total, count = 0.0, 0
@@ -121,17 +121,13 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
             idx = idx.to(device)
             y = train_labels[idx]
             g, logit = head(*[x[idx] for x in train_inputs])
-            g_pos, _ = head(*[x[pos_all[idx]] for x in train_inputs])
-            h = neg_all.shape[1]
-            g_neg = None
-            if h:
-                flat = neg_all[idx].reshape(-1)
-                g_neg = head(*[x[flat] for x in train_inputs])[0].view(len(idx), h, -1)
-            loss = (1 - w) * rgcl_loss(g, y, g_pos, g_neg, cfg.temperature, cfg.in_batch_negatives) \
+            g_pos, g_neg = _mined_embeddings(head, train_inputs, pos_all[idx], neg_all[idx], snapshot, cfg)
+            loss = (1 - w) * rgcl_loss(g, y, g_pos, g_neg, cfg.temperature, cfg.in_batch_negatives, cfg.loss,
+                                       cfg.triplet_margin) \
                 + w * F.binary_cross_entropy_with_logits(logit, y.float())
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(head.parameters(), GRAD_CLIP)
+            nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
             opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
@@ -148,6 +144,9 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
             found = auroc(val_labels.cpu().numpy(), rkc_scores(val_g, g_train, y_np, cfg.rkc.k, cfg.rkc.weighting))
             record["val_rkc_auroc"] = found
             val = 1.0 - (found if found is not None else 0.5)
+        elif cfg.early_stop == "head_acc":
+            record["val_head_acc"] = float(((val_logit >= 0) == (val_labels.cpu().numpy() == 1)).mean())
+            val = 1.0 - record["val_head_acc"]
         history.append(record)
         if val < best - 1e-5:
             best, best_epoch, bad = val, epoch, 0
@@ -162,6 +161,18 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
         log(f"rgcl: best epoch {best_epoch} of {len(history)} (val {cfg.early_stop} {best:.4f}), "
             f"{time.perf_counter() - started:.0f}s")
     return FitResult(head, history, best_epoch, time.perf_counter() - started)
+
+
+def _mined_embeddings(head: nn.Module, inputs: Sequence[torch.Tensor], pos: torch.Tensor, neg: torch.Tensor,
+                      snapshot: torch.Tensor, cfg: RGCLConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The embeddings of a batch's positives (B, d) and hard negatives (B, H, d): re-embedded by the
+    current head, with gradient (mined_from: live), or read from the refresh's embeddings (snapshot)."""
+    h = neg.shape[1]
+    if cfg.mined_from == "snapshot":
+        return snapshot[pos], (snapshot[neg.reshape(-1)].view(len(neg), h, -1) if h else None)
+    g_pos, _ = head(*[x[pos] for x in inputs])
+    g_neg = head(*[x[neg.reshape(-1)] for x in inputs])[0].view(len(neg), h, -1) if h else None
+    return g_pos, g_neg
 
 
 # --------------------------------------------------------------------------- features -> tensors
