@@ -415,3 +415,47 @@ def test_self_positives_grad_clip_and_early_stop_by_head_accuracy_reach_the_loop
     torch.testing.assert_close(positives[0], first_batch)
     accs = [h["val_head_acc"] for h in trained.fit.history]
     assert len(accs) == 3 and trained.fit.best_epoch == 1 + int(np.argmax(accs))
+
+
+def test_batch_mining_searches_the_snapshot_itself_included_within_a_window():
+    from mmd.models.rgcl.knn import mine_batch
+
+    snapshot = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.7, 0.7], [0.0, 1.0], [-1.0, 0.0]])
+    labels = torch.tensor([1, 0, 1, 0, 0])
+    query = torch.tensor([[1.0, 0.0], [1.0, 0.05], [0.0, 1.0]])
+    pos, neg = mine_batch(query, snapshot, labels, torch.tensor([1, 0, 1]), hard_negatives=2, window=5)
+    # row 0 is its own nearest; the second query's nearest same-label row is 1; the third's is 2
+    assert pos.tolist() == [0, 1, 2]
+    assert neg.tolist() == [[1, 3], [0, 2], [3, 1]]
+    # a window of 1: each query sees only its nearest row; the others have no positive, one negative
+    pos, neg = mine_batch(query, snapshot, labels, torch.tensor([1, 0, 1]), hard_negatives=2, window=1)
+    assert pos.tolist() == [0, -1, -1] and neg.tolist() == [[-1, -1], [0, -1], [3, -1]]
+
+
+def test_hard_negatives_left_out_do_not_count_in_either_loss():
+    g = torch.tensor(_unit(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])))
+    labels = torch.tensor([1, 0, 1])
+    pos = torch.tensor(_unit(np.array([[1.0, 0.2], [0.1, 1.0], [0.5, 1.0]])))
+    hard = torch.tensor(_unit(np.array([[[0.0, 1.0]], [[1.0, 0.0]], [[0.3, -1.0]]])))
+    for form in ("infonce", "triplet"):
+        masked = rgcl_loss(g, labels, pos, hard, form=form, hard_valid=torch.zeros(3, 1, dtype=torch.bool))
+        assert masked.item() == pytest.approx(rgcl_loss(g, labels, pos, None, form=form).item(), rel=1e-6)
+        kept = rgcl_loss(g, labels, pos, hard, form=form, hard_valid=torch.ones(3, 1, dtype=torch.bool))
+        assert kept.item() == pytest.approx(rgcl_loss(g, labels, pos, hard, form=form).item(), rel=1e-6)
+
+
+def test_batch_mining_runs_at_every_step_and_the_refresh_miner_is_not_asked(monkeypatch):
+    from mmd.models.rgcl import train as rgcl_train
+
+    data = TrainData(_split(48, 15), _split(24, 16), None, "enc", 10, 8, {})
+    calls = []
+    real = rgcl_train.mine_batch
+    monkeypatch.setattr(rgcl_train, "mine_batch", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+    cfg = RGCLConfig(map_dim=8, epochs=2, patience=2, batch_size=16, mining_query="batch", mining_window=4,
+                     mined_from="snapshot", rkc={"k": 3})
+
+    def refresh_miner(g, y):
+        raise AssertionError("batch mining needs no refresh mining")
+
+    train_rgcl(data, cfg, TrainConfig(), seed=0, miner=refresh_miner)
+    assert calls == [16, 16, 16] * 2

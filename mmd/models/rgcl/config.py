@@ -42,6 +42,13 @@ class RGCLConfig(_Strict):
     # the positive: the nearest other same-label example (other), or the example itself as embedded at the
     # last refresh (self: the authors' code searches an index that holds the query itself)
     positive: Literal["other", "self"] = "other"
+    # who searches: every example once per refresh, by its refresh embedding, never finding itself
+    # (refresh); or each batch at every step, by its current training-mode embedding (dropout on), among
+    # the refresh's embeddings of all the training set, itself included, within the `mining_window`
+    # nearest: the nearest same-label one is the positive, the nearest opposite-label ones the hard
+    # negatives, and one not in the window is left out (batch: the authors' code, window 12)
+    mining_query: Literal["refresh", "batch"] = "refresh"
+    mining_window: int = Field(12, gt=0)
     # the embeddings of positives and hard negatives: recomputed by the current head with gradient (live),
     # or those of the last refresh, fixed (snapshot: the authors' code)
     mined_from: Literal["live", "snapshot"] = "live"

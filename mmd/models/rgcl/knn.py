@@ -7,6 +7,9 @@ the current embeddings g; an example is never its own neighbour. Two ways:
   = label) and each example searches it with a label filter (its two nearest, itself
   dropped);
 - `mine_exact`: a chunked matmul + top-k in torch. Both give the same answer (exact search).
+- `mine_batch` (rgcl.mining_query: batch, the authors' code): at every step, the batch's
+  current embeddings search the refresh's embeddings of the whole training set, their own
+  rows included, within a window of nearest neighbours.
 
 RKC: the K nearest labelled embeddings of a query vote: score = sum w_k y_k / sum w_k, with
 rank weights w_k = K - k + 1 (k = 1 is the nearest; the paper; neighbours tied in
@@ -94,6 +97,27 @@ def mine_store(store, collection: str, ids: Sequence[str], embeddings: np.ndarra
             for slot, hits in zip(slots, hits_all):
                 neg[slot] = [where[x.id] for x in hits]
     return Mined(pos, neg)
+
+
+def mine_batch(query: torch.Tensor, snapshot: torch.Tensor, snapshot_labels: torch.Tensor, query_labels: torch.Tensor,
+               hard_negatives: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mining by a batch's current embeddings `query` (B, d) among `snapshot` (N, d), the refresh's
+    embeddings of every training example (the query's own row included): within the `window` nearest
+    by cosine, the nearest same-label row is the positive and the nearest `hard_negatives`
+    opposite-label rows the hard negatives. Returns positives (B,) and negatives (B, H), -1 where the
+    window holds none."""
+    q = torch.nn.functional.normalize(query.detach().float(), dim=1)
+    s = torch.nn.functional.normalize(snapshot.float(), dim=1)
+    top = (q @ s.T).topk(min(window, len(s)), dim=1).indices         # (B, W), nearest first
+    same = snapshot_labels[top] == query_labels[:, None]
+    none = torch.full((len(q),), -1, dtype=torch.long, device=q.device)
+
+    def first(mask: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.any(1), top.gather(1, mask.float().argmax(1, keepdim=True))[:, 0], none)
+
+    rank = torch.cumsum((~same).int(), dim=1)                          # how many opposite-label rows so far
+    negs = [first(~same & (rank == j + 1)) for j in range(hard_negatives)]
+    return first(same), (torch.stack(negs, 1) if negs else torch.empty(len(q), 0, dtype=torch.long, device=q.device))
 
 
 def rank_weights(k: int) -> np.ndarray:

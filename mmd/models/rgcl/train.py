@@ -39,7 +39,7 @@ from mmd.encoders.base import select_device
 from mmd.models.data import Split, TrainData
 from mmd.models.io import read_model_config, save_weights
 from mmd.models.rgcl.config import RGCLConfig
-from mmd.models.rgcl.knn import TIE_MARGIN, Mined, mine_exact, mine_store, rkc_from_hits, rkc_scores
+from mmd.models.rgcl.knn import TIE_MARGIN, Mined, mine_batch, mine_exact, mine_store, rkc_from_hits, rkc_scores
 from mmd.models.rgcl.loss import rgcl_loss
 from mmd.models.rgcl.model import RGCLHead
 from mmd.util import write_json
@@ -108,7 +108,8 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
         if mined is None or (epoch - 1) % cfg.refresh_every == 0:
             g_all = g_train if g_train is not None else embed_all(head, train_inputs)[0]
             t = time.perf_counter()
-            mined = miner(g_all, y_np)
+            # batch mining searches at every step (below); the refresh only takes the snapshot
+            mined = miner(g_all, y_np) if cfg.mining_query == "refresh" else Mined(np.arange(n), np.zeros((n, 0), int))
             mining_s = time.perf_counter() - t
             snapshot = torch.as_tensor(g_all, device=device)  # the embeddings mined on (mined_from: snapshot)
         pos_all = torch.as_tensor(mined.positives if cfg.positive == "other" else np.arange(n), device=device)
@@ -121,9 +122,13 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
             idx = idx.to(device)
             y = train_labels[idx]
             g, logit = head(*[x[idx] for x in train_inputs])
-            g_pos, g_neg = _mined_embeddings(head, train_inputs, pos_all[idx], neg_all[idx], snapshot, cfg)
+            pos, neg = pos_all[idx], neg_all[idx]
+            if cfg.mining_query == "batch":
+                pos, neg = mine_batch(g, snapshot, train_labels, y, cfg.hard_negatives, cfg.mining_window)
+            g_pos, g_neg = _mined_embeddings(head, train_inputs, pos.clamp(min=0), neg.clamp(min=0), snapshot, cfg)
+            g_pos = g_pos * (pos >= 0)[:, None]  # none in the window: a zero vector, cosine 0
             loss = (1 - w) * rgcl_loss(g, y, g_pos, g_neg, cfg.temperature, cfg.in_batch_negatives, cfg.loss,
-                                       cfg.triplet_margin) \
+                                       cfg.triplet_margin, neg >= 0) \
                 + w * F.binary_cross_entropy_with_logits(logit, y.float())
             opt.zero_grad(set_to_none=True)
             loss.backward()
