@@ -459,3 +459,21 @@ def test_batch_mining_runs_at_every_step_and_the_refresh_miner_is_not_asked(monk
 
     train_rgcl(data, cfg, TrainConfig(), seed=0, miner=refresh_miner)
     assert calls == [16, 16, 16] * 2
+
+
+def test_a_model_saved_before_the_study_knobs_loads_with_the_head_it_was_trained_as(tmp_path):
+    data = TrainData(_split(40, 17), _split(20, 18), None, "enc", 10, 8, {})
+    old = RGCLConfig(map_dim=16, epochs=1, input_norm="layernorm", normalize_projections=False, head_relu=False,
+                     fusion_dropout=0.2, dropout=0.2)
+    trained = train_rgcl(data, old, TrainConfig())
+    folder = save_model(tmp_path / "rgcl", trained, old, data, TrainConfig())
+    meta = json.loads((folder / "config.json").read_text())
+    for key in ("fusion_dropout", "input_norm", "normalize_projections", "head_relu", "loss", "triplet_margin",
+                "positive", "mining_query", "mining_window", "mined_from", "grad_clip"):
+        del meta["rgcl"][key]  # as written before these knobs existed
+    (folder / "config.json").write_text(json.dumps(meta))
+    loaded = load_model(folder)
+    assert loaded.cfg.input_norm == "layernorm" and not loaded.cfg.head_relu and loaded.cfg.fusion_dropout == 0.2
+    np.testing.assert_allclose(loaded.embed(data.val)[0], trained.head.eval()(
+        *[torch.as_tensor(a) for a in (data.val.text, data.val.image, data.val.has_image)])[0].detach().numpy(),
+        atol=1e-6)

@@ -71,3 +71,19 @@ class RGCLConfig(_Strict):
     predict_with: Literal["rkc", "head"] = "rkc"
     collection: str = "rgcl"                   # the RKC database of the trained model
     mining_collection: str = "rgcl_mining"
+
+
+# What a model saved before these knobs existed was trained and built with (its config.json
+# lacks them): loading fills them in from here, not from today's defaults, so that its weights
+# fit the head that is built for them.
+PRE_STUDY = {"fusion_dropout": None, "input_norm": "layernorm", "normalize_projections": False, "head_relu": False,
+             "loss": "infonce", "triplet_margin": 0.1, "positive": "other", "mining_query": "refresh",
+             "mining_window": 12, "mined_from": "live", "grad_clip": 5.0}
+
+
+def saved_config(saved: dict) -> RGCLConfig:
+    """The RGCLConfig of a saved model's config.json `rgcl` section."""
+    missing = {k: v for k, v in PRE_STUDY.items() if k not in saved}
+    if "fusion_dropout" in missing:  # one dropout before every layer of the MLP
+        missing["fusion_dropout"] = saved.get("dropout", 0.2)
+    return RGCLConfig.model_validate({**saved, **missing})
