@@ -207,14 +207,16 @@ def write_outputs(results: list[dict], meta: dict, out: Path) -> None:
     (out / "synthetic-selection-table.md").write_text("\n\n".join(tables) + "\n")
 
 
-def start(doc: str, params: str, prepare_data=None):
-    """An experiment's command line (--params, --out, --skip-prepare), its settings, and the data
-    prepared by `prepare_data` (this experiment's `prepare` by default) unless --skip-prepare;
-    exits when the real datasets are absent."""
+def start(doc: str, params: str, prepare_data=None, add_arguments=None):
+    """An experiment's command line (--params, --out, --skip-prepare, and whatever `add_arguments`
+    adds to the parser), its settings, and the data prepared by `prepare_data` (this experiment's
+    `prepare` by default) unless --skip-prepare; exits when the real datasets are absent."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--params", default=str(ROOT / "configs" / params))
     parser.add_argument("--out", default=str(ROOT / "docs" / "experiments"))
     parser.add_argument("--skip-prepare", action="store_true", help="Reuse the data already prepared.")
+    if add_arguments:
+        add_arguments(parser)
     args = parser.parse_args()
     settings = load_settings(args.params)
     shared = ROOT.parent / "shared" / "datasets"

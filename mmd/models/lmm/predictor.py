@@ -223,10 +223,10 @@ def load_lmm_detector(folder: Path, base: tuple[nn.Module, Any] | None = None, d
         det.head.load_state_dict(load_file(str(folder / "head.safetensors")))
         det.head.to(dev).eval()
     if (folder / "rgcl_head.safetensors").exists():
-        from mmd.models.rgcl.config import RGCLConfig
+        from mmd.models.rgcl.config import saved_config
         from mmd.models.rgcl.model import FeatureHead
 
-        det.rgcl_cfg = RGCLConfig.model_validate(meta["rgcl"])
+        det.rgcl_cfg = saved_config(meta["rgcl"])
         det.rgcl_head = FeatureHead(meta["hidden_size"], det.rgcl_cfg)
         det.rgcl_head.load_state_dict(load_file(str(folder / "rgcl_head.safetensors")))
         det.rgcl_head.to(dev).eval()

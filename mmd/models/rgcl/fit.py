@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,12 +25,11 @@ from mmd.evaluate.metrics import classification_metrics, fit_temperature
 from mmd.models.data import TrainData
 from mmd.models.fit import EarlyStopping, optimise
 from mmd.models.rgcl.config import RGCLConfig
-from mmd.models.rgcl.knn import Mined, mine_exact, rkc_scores
+from mmd.models.rgcl.knn import Mined, mine_batch, mine_exact, rkc_scores
 from mmd.models.rgcl.loss import rgcl_loss
 from mmd.models.rgcl.model import RGCLHead
 from mmd.models.rgcl.predictor import embed_all, sigmoid, tensors
 
-GRAD_CLIP = 5.0
 Miner = Callable[[np.ndarray, np.ndarray], Mined]
 
 
@@ -64,9 +63,11 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
         if mined is None or (epoch - 1) % cfg.refresh_every == 0:
             g_all = g_train if g_train is not None else embed_all(head, train_inputs)[0]
             t = time.perf_counter()
-            mined = miner(g_all, y_np)
+            # batch mining searches at every step (below); the refresh only takes the snapshot
+            mined = miner(g_all, y_np) if cfg.mining_query == "refresh" else Mined(np.arange(n), np.zeros((n, 0), int))
             mining_s = time.perf_counter() - t
-        pos_all = torch.as_tensor(mined.positives, device=device)
+            snapshot = torch.as_tensor(g_all, device=device)  # the embeddings mined on (mined_from: snapshot)
+        pos_all = torch.as_tensor(mined.positives if cfg.positive == "other" else np.arange(n), device=device)
         neg_all = torch.as_tensor(mined.negatives, device=device)
         head.train()
         total, count = 0.0, 0
@@ -76,15 +77,15 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
             idx = idx.to(device)
             y = train_labels[idx]
             g, logit = head(*[x[idx] for x in train_inputs])
-            g_pos, _ = head(*[x[pos_all[idx]] for x in train_inputs])
-            h = neg_all.shape[1]
-            g_neg = None
-            if h:
-                flat = neg_all[idx].reshape(-1)
-                g_neg = head(*[x[flat] for x in train_inputs])[0].view(len(idx), h, -1)
-            loss = (1 - w) * rgcl_loss(g, y, g_pos, g_neg, cfg.temperature, cfg.in_batch_negatives) \
+            pos, neg = pos_all[idx], neg_all[idx]
+            if cfg.mining_query == "batch":
+                pos, neg = mine_batch(g, snapshot, train_labels, y, cfg.hard_negatives, cfg.mining_window)
+            g_pos, g_neg = _mined_embeddings(head, train_inputs, pos.clamp(min=0), neg.clamp(min=0), snapshot, cfg)
+            g_pos = g_pos * (pos >= 0)[:, None]  # none in the window: a zero vector, cosine 0
+            loss = (1 - w) * rgcl_loss(g, y, g_pos, g_neg, cfg.temperature, cfg.in_batch_negatives, cfg.loss,
+                                       cfg.triplet_margin, neg >= 0) \
                 + w * F.binary_cross_entropy_with_logits(logit, y.float())
-            optimise(loss, [opt], list(head.parameters()), GRAD_CLIP)
+            optimise(loss, [opt], list(head.parameters()), cfg.grad_clip)
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         g_train = None  # the weights moved
@@ -100,6 +101,9 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
             found = auroc(val_labels.cpu().numpy(), rkc_scores(val_g, g_train, y_np, cfg.rkc.k, cfg.rkc.weighting))
             record["val_rkc_auroc"] = found
             val = 1.0 - (found if found is not None else 0.5)
+        elif cfg.early_stop == "head_acc":
+            record["val_head_acc"] = float(((val_logit >= 0) == (val_labels.cpu().numpy() == 1)).mean())
+            val = 1.0 - record["val_head_acc"]
         history.append(record)
         if stopper.step(epoch, val):
             break
@@ -109,6 +113,18 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
         log(f"rgcl: best epoch {stopper.best_epoch} of {len(history)} (val {cfg.early_stop} {stopper.best:.4f}), "
             f"{time.perf_counter() - started:.0f}s")
     return FitResult(head, history, stopper.best_epoch, time.perf_counter() - started)
+
+
+def _mined_embeddings(head: nn.Module, inputs: Sequence[torch.Tensor], pos: torch.Tensor, neg: torch.Tensor,
+                      snapshot: torch.Tensor, cfg: RGCLConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The embeddings of a batch's positives (B, d) and hard negatives (B, H, d): re-embedded by the
+    current head, with gradient (mined_from: live), or read from the refresh's embeddings (snapshot)."""
+    h = neg.shape[1]
+    if cfg.mined_from == "snapshot":
+        return snapshot[pos], (snapshot[neg.reshape(-1)].view(len(neg), h, -1) if h else None)
+    g_pos, _ = head(*[x[pos] for x in inputs])
+    g_neg = head(*[x[neg.reshape(-1)] for x in inputs])[0].view(len(neg), h, -1) if h else None
+    return g_pos, g_neg
 
 
 def binary_temperature(logit: np.ndarray, y: np.ndarray) -> float:

@@ -7,11 +7,16 @@ the current embeddings g; an example is never its own neighbour. Two ways:
   = label) and each example searches it with a label filter (its two nearest, itself
   dropped);
 - `mine_exact`: a chunked matmul + top-k in torch. Both give the same answer (exact search).
+- `mine_batch` (rgcl.mining_query: batch, the authors' code): at every step, the batch's
+  current embeddings search the refresh's embeddings of the whole training set, their own
+  rows included, within a window of nearest neighbours.
 
 RKC: the K nearest labelled embeddings of a query vote: score = sum w_k y_k / sum w_k, with
 rank weights w_k = K - k + 1 (k = 1 is the nearest; the paper; neighbours tied in
 similarity share their mean weight), uniform weights, or the cosine similarity (clipped
-at 0). `rkc_scores` computes it by brute force; `rkc_from_hits`
+at 0); or (rank_similarity, the authors' code) each votes +-1 times its cosine with rank
+weights, score = (1 + sum w_k (2 y_k - 1) cos_k / sum w_k) / 2, so that a near neighbour
+counts more than a far one of the same rank. `rkc_scores` computes it by brute force; `rkc_from_hits`
 from a vector-store search whose payloads carry `label`.
 """
 
@@ -94,6 +99,27 @@ def mine_store(store, collection: str, ids: Sequence[str], embeddings: np.ndarra
     return Mined(pos, neg)
 
 
+def mine_batch(query: torch.Tensor, snapshot: torch.Tensor, snapshot_labels: torch.Tensor, query_labels: torch.Tensor,
+               hard_negatives: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mining by a batch's current embeddings `query` (B, d) among `snapshot` (N, d), the refresh's
+    embeddings of every training example (the query's own row included): within the `window` nearest
+    by cosine, the nearest same-label row is the positive and the nearest `hard_negatives`
+    opposite-label rows the hard negatives. Returns positives (B,) and negatives (B, H), -1 where the
+    window holds none."""
+    q = torch.nn.functional.normalize(query.detach().float(), dim=1)
+    s = torch.nn.functional.normalize(snapshot.float(), dim=1)
+    top = (q @ s.T).topk(min(window, len(s)), dim=1).indices         # (B, W), nearest first
+    same = snapshot_labels[top] == query_labels[:, None]
+    none = torch.full((len(q),), -1, dtype=torch.long, device=q.device)
+
+    def first(mask: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.any(1), top.gather(1, mask.float().argmax(1, keepdim=True))[:, 0], none)
+
+    rank = torch.cumsum((~same).int(), dim=1)                          # how many opposite-label rows so far
+    negs = [first(~same & (rank == j + 1)) for j in range(hard_negatives)]
+    return first(same), (torch.stack(negs, 1) if negs else torch.empty(len(q), 0, dtype=torch.long, device=q.device))
+
+
 def rank_weights(k: int) -> np.ndarray:
     return np.arange(k, 0, -1, dtype=np.float64)  # K, K-1, ..., 1
 
@@ -127,11 +153,16 @@ def _weights(sims: np.ndarray, weighting: str, k: int | None = None) -> np.ndarr
     elif weighting == "similarity":
         return np.clip(_tie_averaged(np.where(np.arange(sims.shape[1]) < k, sims, 0.0), sims), 0.0, None)
     else:
-        raise ValueError(f"unknown RKC weighting {weighting!r}: rank, uniform or similarity")
+        raise ValueError(f"unknown RKC weighting {weighting!r}: rank, uniform, similarity or rank_similarity")
     return _tie_averaged(np.broadcast_to(base, sims.shape), sims)
 
 
 def _vote(labels: np.ndarray, sims: np.ndarray, weighting: str, k: int | None = None) -> np.ndarray:
+    if weighting == "rank_similarity":  # sum w_k (2 y_k - 1) cos_k / sum w_k in [-1, 1], mapped to [0, 1]
+        w = _weights(sims, "rank", k)
+        total = w.sum(axis=1)
+        signed = (w * (2.0 * labels - 1.0) * sims).sum(axis=1) / np.where(total > 0, total, 1.0)
+        return (signed + 1.0) / 2.0
     w = _weights(sims, weighting, k)
     total = w.sum(axis=1)
     score = (w * labels).sum(axis=1) / np.where(total > 0, total, 1.0)

@@ -23,7 +23,7 @@ from mmd.config import Settings, TrainConfig
 from mmd.items import now_iso, read_table, write_table
 from mmd.models.data import Split, TrainData
 from mmd.models.io import read_model_config, save_weights
-from mmd.models.rgcl.config import RGCLConfig
+from mmd.models.rgcl.config import RGCLConfig, saved_config
 from mmd.models.rgcl.knn import TIE_MARGIN, rkc_from_hits
 from mmd.models.rgcl.model import RGCLHead
 from mmd.util import write_json
@@ -96,7 +96,7 @@ class Predictor:
 
     @property
     def cfg(self) -> RGCLConfig:
-        return RGCLConfig.model_validate(self.meta["rgcl"])
+        return saved_config(self.meta["rgcl"])
 
     def embed(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
         return embed_all(self.head, tensors(split, torch.device("cpu")))
@@ -120,7 +120,7 @@ def load_model(folder: Path, encoder=None) -> Predictor:
 
     folder = Path(folder)
     meta = read_model_config(folder, MODEL_NAME, encoder=encoder)
-    head = RGCLHead(meta["text_dim"], meta["image_dim"], RGCLConfig.model_validate(meta["rgcl"]))
+    head = RGCLHead(meta["text_dim"], meta["image_dim"], saved_config(meta["rgcl"]))
     head.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
     return Predictor(head.eval(), meta, folder)
 
