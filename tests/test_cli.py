@@ -208,3 +208,15 @@ def test_search_prints_the_top_hits(demo_run):
 def test_search_without_a_query_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["search", "--params", str(REPO / "params.yaml")])
     assert result.exit_code == 2 and "query" in result.output
+
+
+def test_commands_that_need_no_model_import_no_torch():
+    """`mmd --help`, a config error, status, ingest, validate and index start without torch (seconds, not ten)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import mmd.cli, mmd.stages.ingest, mmd.ingest, mmd.status, mmd.stages.validate, "
+            "mmd.validate, mmd.stages.index, mmd.index, mmd.store.edge; "
+            "bad = [m for m in ('torch', 'transformers', 'great_expectations', 'prefect') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

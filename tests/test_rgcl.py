@@ -209,7 +209,8 @@ def _trained(tmp_path_factory, tiny_open_clip):
     # where the store's float32 cosines and torch's order them differently
     settings = prepare_demo_project(root, tiny_open_clip, dict(memes=30, claims=12, posts=24),
                                     rgcl=dict(map_dim=32, epochs=6, lr=2e-3, rkc={"k": 5},
-                                              normalize_projections=False, input_norm="layernorm"))
+                                              normalize_projections=False, input_norm="layernorm",
+                                              mining="store"))  # the store path stays covered
     report = train_stage(settings)
     return root, report
 

@@ -73,7 +73,7 @@ class RGCLConfig(_Strict):
     # mining: the training embeddings go into a vector-store collection every `refresh_every`
     # epochs and positives / hard negatives are searched there (store), or found by an exact
     # matmul + top-k in torch (exact); see benchmarks/bench_mining.py for the trade-off
-    mining: Literal["store", "exact"] = "store"
+    mining: Literal["store", "exact"] = "exact"
     refresh_every: int = Field(1, gt=0)
     rkc: RKCConfig = RKCConfig()
     predict_with: Literal["rkc", "head"] = "rkc"
