@@ -53,6 +53,31 @@ def _gone(group: int, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+def kill_a_cycle(params: Path, marker: Path, cwd: Path, log: Path, while_running=None, timeout: float = 900) -> None:
+    """Start a cycle in its own process group (against the harness's Prefect server), SIGKILL it with its DVC
+    and stage processes once `marker` exists (after `while_running()`, if given), and wait until all are gone."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONUNBUFFERED="1")
+    killed = subprocess.Popen([sys.executable, "-m", "flows.retrain", "--params", str(params)], cwd=cwd, env=env,
+                              stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            assert killed.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.2)
+        if while_running is not None:
+            while_running()
+        time.sleep(1.0)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=30)
+        _gone(killed.pid)  # DVC and the stage too: a restart is not racing their last moments
+    finally:
+        if killed.poll() is None:
+            os.killpg(killed.pid, signal.SIGKILL)
+
+
 def _points(settings) -> dict[str, list[str]]:
     """The item ids in every collection the cycle writes that exists now."""
     from mmd.models.rgcl.predictor import candidate_collection
@@ -65,7 +90,6 @@ def _points(settings) -> dict[str, list[str]]:
 
 
 def test_a_killed_cycle_resumes_and_a_clean_clone_reproduces_the_promoted_models(project: Path, tmp_path: Path):
-    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.retrain import retrain_flow
@@ -78,38 +102,21 @@ def test_a_killed_cycle_resumes_and_a_clean_clone_reproduces_the_promoted_models
     # a real local Prefect server for both cycles (the harness drains this process's log and event
     # workers before it stops the server; the killed cycle is another process, pointed at it)
     with prefect_test_harness(server_startup_timeout=120):
-        env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONUNBUFFERED="1")
-        log = tmp_path / "killed.log"
-        killed = subprocess.Popen([sys.executable, "-m", "flows.retrain", "--params", str(project / "params.yaml")],
-                                  cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        try:
-            # killed while the second detector trains: after train_cmc left its report
-            deadline = time.monotonic() + 600
-            while not (reports / "train_cmc.json").exists():
-                assert killed.poll() is None, log.read_text()[-4000:]
-                assert time.monotonic() < deadline, log.read_text()[-4000:]
-                time.sleep(0.2)
-            # meanwhile a second cycle is refused, naming the running one
+        def refused() -> None:  # meanwhile a second cycle is refused, naming the running one
             with pytest.raises(CycleRunning, match=r"a cycle is already running \(pid \d+ since"):
                 with cycle_lock(settings):
                     pass
-            time.sleep(1.0)
-            os.killpg(killed.pid, signal.SIGKILL)
-            killed.wait(timeout=30)
-            _gone(killed.pid)  # DVC and the stage too: a restart is not racing their last moments
-        finally:
-            if killed.poll() is None:
-                os.killpg(killed.pid, signal.SIGKILL)
+
+        # killed while the second detector trains: after train_cmc left its report
+        kill_a_cycle(project / "params.yaml", reports / "train_cmc.json", REPO, tmp_path / "killed.log", refused)
         assert not (reports / "gate.json").exists()  # it never got that far
 
         ran = retrain_flow(str(project / "params.yaml"))  # started again
     status = {name: run.status for name, run in ran.items() if isinstance(run, StageRun)}
     assert {ran[s].how for s in status} == {"dvc"}
-    # what was done before the kill is not redone (ingest and index always run; both are incremental)
+    # what was done before the kill is not redone (the inbox did not change: DVC knows)
     for name in ("ingest", "validate", "embed", "index", "synthesize", "select"):
         assert status[name] == "skipped", (name, status)
-    assert status["ingest"] == status["index"] == "skipped"  # the inbox did not change: DVC knows
     assert status["train_rgcl"] == status["evaluate"] == status["gate"] == "ran"
     gate = ran["gate"].result
     assert {(f, d.action, d.champion_after) for f, d in gate.families.items()} == {("cmc", "promote", 1),

@@ -25,22 +25,14 @@ from mmd.ingest import IngestResult, SourceReport, run_ingest
 from mmd.items import Item
 from mmd.sources import SourceUnavailable
 from mmd.sources.base import invisible_only
-from tests.test_bad_input import GOOD_REVIEW, meme, meme_dir, meme_source, png_bytes, write_lines  # noqa: F401 (a fixture)
+from tests.test_bad_input import GOOD_REVIEW, assert_reconciled, ingest, meme, meme_source, png_bytes, write_lines
 
 
 # --------------------------------------------------------------------------- helpers
-def ingest(settings) -> IngestResult:
-    result = run_ingest(settings, show_progress=False)
-    check(result)
-    return result
-
-
 def check(result: IngestResult) -> None:
     """Exact reconciliation, per source, in the result and in the report on disk."""
-    for s in result.sources:
-        assert s.seen == s.accepted + s.quarantined + s.duplicates + s.skipped, s.to_dict()
+    assert_reconciled(result)
     report = json.loads(result.items_path.parents[2].joinpath("reports", "ingest.json").read_text())
-    assert report["reconciled"] is True
     for s in report["sources"]:
         assert s["in"] == s["accepted"] + s["quarantined"] + s["duplicates"] + s["skipped"]
 

@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,7 +11,8 @@ from typer.testing import CliRunner
 from mmd.cli import app
 from mmd.config import load_settings
 
-from .conftest import REPO, small_cycle_params
+from .conftest import small_cycle_params
+from .test_cycle_resume import kill_a_cycle
 from .test_dvc import BIN, _run
 
 
@@ -73,7 +68,6 @@ def test_a_bad_params_file_makes_no_project(tmp_path):
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_a_project_on_real_data_runs_its_cycle_through_dvc_and_resumes_after_a_kill(shared, tmp_path):
-    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.retrain import retrain_flow
@@ -91,23 +85,7 @@ def test_a_project_on_real_data_runs_its_cycle_through_dvc_and_resumes_after_a_k
     assert str(shared / "harmeme" / "val.jsonl") in ingest["deps"] and "always_changed" not in ingest
 
     with prefect_test_harness(server_startup_timeout=120):
-        env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONUNBUFFERED="1")
-        log = tmp_path / "killed.log"
-        killed = subprocess.Popen([sys.executable, "-m", "flows.retrain", "--params", str(root / "params.yaml")],
-                                  cwd=tmp_path, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        try:
-            deadline = time.monotonic() + 900
-            while not (root / "reports" / "train_cmc.json").exists():
-                assert killed.poll() is None, log.read_text()[-4000:]
-                assert time.monotonic() < deadline, log.read_text()[-4000:]
-                time.sleep(0.2)
-            os.killpg(killed.pid, signal.SIGKILL)
-            killed.wait(timeout=30)
-        finally:
-            if killed.poll() is None:
-                os.killpg(killed.pid, signal.SIGKILL)
-        time.sleep(2)  # the killed group's last processes
+        kill_a_cycle(root / "params.yaml", root / "reports" / "train_cmc.json", tmp_path, tmp_path / "killed.log")
         ran = retrain_flow(str(root / "params.yaml"))
     status = {name: run.status for name, run in ran.items() if hasattr(run, "status")}
     assert {s: status[s] for s in ("ingest", "validate", "embed", "synthesize", "select")} == dict.fromkeys(
