@@ -19,7 +19,7 @@ from mmd.config import Settings
 from mmd.formats.vectors import write_vectors
 from mmd.items import ITEM_SCHEMA, now_iso, read_table
 from mmd.quarantine import append_records, quarantine
-from mmd.util import write_json
+from mmd.results import EmbedReport as EmbedResult
 
 
 @dataclass
@@ -75,5 +75,5 @@ def run_embed(settings: Settings, show_progress: bool = True) -> EmbedReport:
         cached_texts=result.cached_texts, cached_images=result.cached_images,
         seconds=round(time.perf_counter() - started, 3), dim=int(mixed.shape[1]), vectors_path=at.vectors,
     )
-    write_json(at.embed_report, {"embedded_at": now_iso(), **report.to_dict()})
+    EmbedResult.model_validate({"embedded_at": now_iso(), **report.to_dict()}).write(at)
     return report

@@ -19,6 +19,7 @@ import numpy as np
 from mmd.config import Settings
 from mmd.formats.vectors import read_vectors
 from mmd.items import ITEM_SCHEMA, now_iso, read_table, sha256_hex
+from mmd.results import IndexReport as IndexResult
 from mmd.util import write_json
 
 # the payload fields retrieval filters on (indexed in the store) and shows to people
@@ -96,7 +97,7 @@ def run_index(settings: Settings, rebuild: bool = False) -> IndexReport:
         total, upserted, deleted, unchanged, encoder, (ids, hashes) = sync_items(settings, store, rebuild)
     report = IndexReport(cfg.backend, cfg.items_collection, encoder, total, upserted, deleted, unchanged, rebuild,
                          round(time.perf_counter() - started, 3))
-    write_json(at.index_report, {"indexed_at": now_iso(), **report.to_dict()})
+    IndexResult.model_validate({"indexed_at": now_iso(), **report.to_dict()}).write(at)
     # what the store now holds, and nothing about when: the stages that read the store
     # depend on this file, so they rerun when its contents change and only then
     digest = sha256_hex("\n".join(sorted(f"{i}\x1f{h}" for i, h in zip(ids, hashes))))

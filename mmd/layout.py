@@ -107,6 +107,8 @@ LABEL_IMAGES = _d("labels/images")
 PREDICTIONS = _d("predictions/{family}.parquet")
 PREDICT_QUARANTINE = _d("predictions/quarantine.parquet")
 CYCLE_LOCK = _d(".cycle.lock")
+# what `dvc metrics show` / `diff` compare: a few figures per stage (the full reports are plain outputs)
+METRICS = _r("metrics/{stage}.json")
 
 
 class Layout:
@@ -177,8 +179,9 @@ class StageIO:
         return [o.loc for o in self.outs if kind is None or o.kind == kind]
 
 
-def _metrics(loc: Loc) -> Out:
-    return Out(loc, "metrics", cache=False)
+def _metrics(report: Loc, stage: str) -> tuple[Out, Out]:
+    """A stage's full report (for people and the next stages) and its few figures, the DVC metrics."""
+    return Out(report, cache=False), Out(METRICS.of(stage=stage), "metrics", cache=False)
 
 
 def _report(loc: Loc) -> Out:
@@ -189,36 +192,36 @@ STAGE_IO: dict[str, StageIO] = {
     "ingest": StageIO(
         deps=(), code=("mmd/ingest.py", "mmd/sources"), always_changed=True,
         outs=(Out(INGESTED, persist=True), Out(IMAGES, persist=True), Out(STATE, persist=True),
-              _metrics(INGEST_REPORT)),
+              *_metrics(INGEST_REPORT, "ingest")),
         note="sources are feeds and folders DVC cannot hash; ingest is incremental (watermarks),\n"
              "so it always runs and costs little when nothing is new"),
     "validate": StageIO(
         deps=(INGESTED, IMAGES), code=("mmd/validate",),
-        outs=(Out(VALIDATED, persist=True), _report(VALIDATION_HTML), _metrics(VALIDATION_REPORT)),
+        outs=(Out(VALIDATED, persist=True), _report(VALIDATION_HTML), *_metrics(VALIDATION_REPORT, "validate")),
         note="incremental: only rows not validated before are checked (all of them again when the\n"
              "validate section changes), so the snapshot is kept between runs (persist)"),
     "embed": StageIO(
         deps=(VALIDATED, IMAGES), code=("mmd/embed.py", "mmd/encoders"),
         outs=(Out(VECTORS), Out(EMBED_CACHE, persist=True), Out(EMBED_QUARANTINE, persist=True),
-              _metrics(EMBED_REPORT)),
+              *_metrics(EMBED_REPORT, "embed")),
         note="the cache is versioned too: a rebuild elsewhere never re-encodes what is in it"),
     "index": StageIO(
         deps=(VECTORS,), code=("mmd/index.py", "mmd/store"),
-        outs=(_report(INDEXED), _metrics(INDEX_REPORT)),
+        outs=(_report(INDEXED), *_metrics(INDEX_REPORT, "index")),
         note="Qdrant is an index, not a copy: every collection is rebuilt from DVC-tracked files\n"
              "(the embeddings, the synthetic pool), so DVC neither caches nor hashes the store; a stage\n"
              "that reads it first rebuilds a store that was wiped or moved. Its output says what it\n"
              "holds, not when."),
     "synthesize": StageIO(
         deps=(VALIDATED, INDEXED), code=("mmd/synth/generate.py", "mmd/synth/edits.py", "mmd/synth/render.py"),
-        outs=(Out(SYNTHETIC, persist=True), _metrics(SYNTHESIZE_REPORT)),
+        outs=(Out(SYNTHETIC, persist=True), *_metrics(SYNTHESIZE_REPORT, "synthesize")),
         note="the pool keeps its history (persist); each run adds what new real items make"),
     "select": StageIO(
         deps=(SYNTHETIC, INDEXED), code=("mmd/synth/select.py", "mmd/synth/scoring.py"),
-        outs=(Out(SELECTED_DIR), _metrics(SELECT_REPORT))),
+        outs=(Out(SELECTED_DIR), *_metrics(SELECT_REPORT, "select"))),
     "evaluate": StageIO(
         deps=(VALIDATED, VECTORS), code=("mmd/evaluate/evaluate.py", "mmd/evaluate/metrics.py"),
-        outs=(Out(EVALUATION), _metrics(EVALUATE_REPORT),
+        outs=(Out(EVALUATION), *_metrics(EVALUATE_REPORT, "evaluate"),
               Out(EVALUATE_ROC, "plots", cache=False,
                   plot=(("x", "fpr"), ("y", "tpr"), ("title", "ROC on the holdout"))),
               Out(EVALUATE_CONFUSION, "plots", cache=False,
@@ -229,7 +232,7 @@ STAGE_IO: dict[str, StageIO] = {
     "gate": StageIO(
         deps=(EVALUATION, EVALUATE_REPORT, VALIDATION_REPORT, SELECTED_DIR),
         code=("mmd/gate", "mmd/evaluate/gates.py", "mmd/evaluate/drift", "mmd/registry"),
-        outs=(Out(REGISTRY, persist=True), _report(DRIFT), _metrics(GATE_REPORT)),
+        outs=(Out(REGISTRY, persist=True), _report(DRIFT), *_metrics(GATE_REPORT, "gate")),
         note="stateful on purpose: compares each challenger with the champion in the registry, checks\n"
              "drift, and promotes or holds; the registry keeps its history (persist) and is versioned"),
     "report": StageIO(
@@ -242,7 +245,7 @@ def train_io(family: str, code: Sequence[str]) -> StageIO:
     """A detector family's training stage: real items, the selected synthetic set, the encoder's features."""
     return StageIO(
         deps=(VALIDATED, SELECTED_DIR, VECTORS), code=("mmd/models/data.py", *code),
-        outs=(Out(MODEL.of(family=family)), _metrics(TRAIN_REPORT.of(family=family)),
+        outs=(Out(MODEL.of(family=family)), *_metrics(TRAIN_REPORT.of(family=family), f"train_{family}"),
               Out(TRAIN_PLOTS.of(family=family), "plots", cache=False)),
         note="frozen encoder features come from the embedding cache, so the embeddings are a dependency")
 

@@ -45,13 +45,25 @@ class Metrics(_Open):
     ci: dict[str, list[float] | None] | None = None
 
 
+def _round(x: Any) -> Any:
+    return round(x, 4) if isinstance(x, float) else x
+
+
 class StageResult(_Open):
-    """The base: a report file under the layout, and the figures of a summary row."""
+    """The base: a report file under the layout, the figures of a summary row, and the few numbers
+    `dvc metrics show` compares across cycles (`metrics()`, written beside the report)."""
 
     REPORT: ClassVar[L.Loc]
+    STAGE: ClassVar[str] = ""
 
     def figures(self) -> str:
         return ""
+
+    def metrics(self) -> dict[str, Any]:
+        return {}
+
+    def stage_name(self) -> str:
+        return self.STAGE
 
     def to_dict(self) -> dict:
         """What the report file holds: the fields the stage set (defaults it never touched stay out)."""
@@ -62,6 +74,10 @@ class StageResult(_Open):
 
         path = layout.path(self.REPORT, **fields)
         write_json(path, self.to_dict())
+        if self.stage_name():
+            write_json(layout.path(L.METRICS, stage=self.stage_name()),
+                       {k: ({kk: _round(vv) for kk, vv in v.items()} if isinstance(v, dict) else _round(v))
+                        for k, v in self.metrics().items()})
         return path
 
     @classmethod
@@ -95,6 +111,7 @@ class SourceSummary(Totals):
 
 class IngestReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.INGEST_REPORT
+    STAGE: ClassVar[str] = "ingest"
     started_at: str | None = None
     finished_at: str | None = None
     totals: Totals = Totals()
@@ -106,6 +123,11 @@ class IngestReport(StageResult):
     def accepted(self) -> int:
         return self.totals.accepted
 
+    def metrics(self) -> dict:
+        t = self.totals
+        return {"accepted": t.accepted, "quarantined": t.quarantined, "duplicates": t.duplicates,
+                "skipped": t.skipped, "items": self.total_items}
+
     def figures(self) -> str:
         t = self.totals
         return (f"{t.in_} in: {t.accepted} accepted, {t.quarantined} quarantined, {t.duplicates} duplicates, "
@@ -114,6 +136,7 @@ class IngestReport(StageResult):
 
 class ValidateReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.VALIDATION_REPORT
+    STAGE: ClassVar[str] = "validate"
     in_: int = Field(0, alias="in")
     accepted: int = 0
     quarantined: int = 0
@@ -132,9 +155,13 @@ class ValidateReport(StageResult):
         return (f"{self.in_}{new} in: {self.accepted} pass ({_pct(self.pass_rate)}), {self.quarantined} quarantined; "
                 f"{self.total_items} validated in all")
 
+    def metrics(self) -> dict:
+        return {"pass_rate": self.pass_rate, "quarantined": self.quarantined, "items": self.total_items}
+
 
 class EmbedReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.EMBED_REPORT
+    STAGE: ClassVar[str] = "embed"
     encoder: str = ""
     items: int = 0
     embedded: int = 0
@@ -150,9 +177,13 @@ class EmbedReport(StageResult):
         return (f"{self.embedded} embedded; encoded {self.encoded_texts} texts and {self.encoded_images} images, "
                 f"{self.cached_texts + self.cached_images} from the cache")
 
+    def metrics(self) -> dict:
+        return {"embedded": self.embedded, "encoded_texts": self.encoded_texts, "encoded_images": self.encoded_images}
+
 
 class IndexReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.INDEX_REPORT
+    STAGE: ClassVar[str] = "index"
     backend: str = ""
     collection: str = ""
     encoder: str = ""
@@ -166,9 +197,13 @@ class IndexReport(StageResult):
     def figures(self) -> str:
         return f"{self.total} points: {self.upserted} upserted, {self.deleted} deleted, {self.unchanged} unchanged"
 
+    def metrics(self) -> dict:
+        return {"points": self.total}
+
 
 class SynthesizeReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.SYNTHESIZE_REPORT
+    STAGE: ClassVar[str] = "synthesize"
     encoder: str = ""
     pool_before: int = 0
     pool_after: int = 0
@@ -179,9 +214,13 @@ class SynthesizeReport(StageResult):
     def figures(self) -> str:
         return f"{self.new} new synthetic items, pool {self.pool_before} -> {self.pool_after}"
 
+    def metrics(self) -> dict:
+        return {"pool": self.pool_after, "new": self.new}
+
 
 class SelectReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.SELECT_REPORT
+    STAGE: ClassVar[str] = "select"
     method: str = ""
     ranked_by: str = ""
     k: int = 0
@@ -197,6 +236,10 @@ class SelectReport(StageResult):
     def figures(self) -> str:
         return (f"{self.selected} of {self.candidates} selected ({self.ranked_by or self.method}); "
                 f"divergence to real {_num(self.divergence_selected)} vs random {_num(self.divergence_random)}")
+
+    def metrics(self) -> dict:
+        return {"selected": self.selected, "divergence_selected": self.divergence_selected,
+                "divergence_random": self.divergence_random}
 
 
 # --------------------------------------------------------------------------- detectors
@@ -224,6 +267,17 @@ class TrainReport(StageResult):
         m = self.served() or Metrics()
         return f"{self.variant or self.model}: val macro-F1 {_num(m.macro_f1)} on {m.n or '-'} items"
 
+    def stage_name(self) -> str:
+        return f"train_{self.model}"
+
+    def metrics(self) -> dict:
+        out = {}
+        for role in ("val", "test"):
+            m = self.served(role)
+            if m is not None and getattr(self, role):
+                out[role] = {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "auroc": m.auroc}
+        return out
+
     def write(self, layout: L.Layout, **fields: str) -> Path:
         return super().write(layout, family=self.model)
 
@@ -246,6 +300,7 @@ class FamilyEvaluation(_Open):
 
 class EvaluateReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.EVALUATE_REPORT
+    STAGE: ClassVar[str] = "evaluate"
     evaluated_at: str | None = None
     items: int = 0
     roles: dict[str, int] = Field(default_factory=dict)
@@ -256,6 +311,12 @@ class EvaluateReport(StageResult):
         fams = ", ".join(f"{f} macro-F1 {_num(v.holdout.macro_f1 if v.holdout else None)}"
                          for f, v in self.families.items())
         return f"holdout {self.holdout.get('items', 0)} items: {fams}"
+
+    def metrics(self) -> dict:
+        """Per family, the holdout figures a person compares across cycles."""
+        return {f: {"accuracy": e.holdout.accuracy, "macro_f1": e.holdout.macro_f1, "auroc": e.holdout.auroc,
+                    "ece": e.holdout.ece, "n": e.holdout.n}
+                for f, e in self.families.items() if e.holdout is not None}
 
 
 # --------------------------------------------------------------------------- the gate
@@ -287,12 +348,17 @@ class FamilyDecision(_Open):
 
 class GateReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.GATE_REPORT
+    STAGE: ClassVar[str] = "gate"
     gated_at: str | None = None
     families: dict[str, FamilyDecision] = Field(default_factory=dict)
 
     def figures(self) -> str:
         return ", ".join(f"{f} {d.status} -> {d.action}" + (f" (champion v{d.champion_after})" if d.champion_after else "")
                          for f, d in self.families.items())
+
+    def metrics(self) -> dict:
+        return {f: {"promoted": int(d.action == "promote"), "champion": d.champion_after or 0}
+                for f, d in self.families.items()}
 
     def summary(self) -> str:
         """`cmc promote, rgcl hold`: what an e-mail's subject and a commit message say."""
@@ -301,6 +367,8 @@ class GateReport(StageResult):
 
 class ReportPage(GateReport):
     """The report step: the moderators' page of the gate's decisions (its result is the decisions it shows)."""
+
+    STAGE: ClassVar[str] = ""  # it writes no report of its own
 
     def figures(self) -> str:
         return f"the moderators' page of {len(self.families)} decision(s)"

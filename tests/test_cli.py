@@ -55,7 +55,7 @@ def test_demo_runs_one_cycle_and_prints_the_summary_and_outputs(demo_run):
         assert row(out, stage)[1:3] == ["direct", "ran"]
     # the demo folder's README is counted as skipped (`readme`): every file is accounted for
     assert row(out, "ingest")[4] == "147 in: 134 accepted, 5 quarantined, 7 duplicates, 1 skipped"
-    assert row(out, "validate")[4] == "134 in: 133 pass (99.3%), 1 quarantined"
+    assert row(out, "validate")[4] == "134 in: 133 pass (99.3%), 1 quarantined; 133 validated in all"
     assert row(out, "embed")[4].startswith("133 embedded;")
     assert row(out, "index")[4] == "133 points: 133 upserted, 0 deleted, 0 unchanged"
     assert row(out, "version")[-1] == "not a DVC project"

@@ -89,7 +89,7 @@ def test_summary_rows_give_each_stage_its_figures():
         "ingest": StageRun("ingest", "dvc", "ran", 1.5, IngestReport.model_validate(
             {"totals": {"in": 10, "accepted": 7, "quarantined": 2, "duplicates": 1, "skipped": 0}})),
         "validate": StageRun("validate", "dvc", "skipped", 0.4, ValidateReport.model_validate(
-            {"in": 7, "accepted": 6, "quarantined": 1, "pass_rate": 6 / 7})),
+            {"in": 7, "accepted": 6, "quarantined": 1, "pass_rate": 6 / 7, "total_items": 6})),
         "gate": StageRun("gate", "dvc", "ran", 3.0, GateReport.model_validate(
             {"families": {"cmc": {"status": "failed", "action": "hold", "champion_after": 2}}})),
         "email": {"queued": ["<x>"]},
@@ -98,7 +98,7 @@ def test_summary_rows_give_each_stage_its_figures():
     assert [r["stage"] for r in rows] == ["ingest", "validate", "gate"]
     assert rows[0]["figures"] == "10 in: 7 accepted, 2 quarantined, 1 duplicates, 0 skipped"
     assert rows[1] == {"stage": "validate", "how": "dvc", "status": "skipped", "seconds": 0.4,
-                       "figures": "7 in: 6 pass (85.7%), 1 quarantined"}
+                       "figures": "7 in: 6 pass (85.7%), 1 quarantined; 6 validated in all"}
     assert rows[2]["figures"] == "cmc failed -> hold (champion v2)"
 
 

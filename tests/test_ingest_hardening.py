@@ -25,7 +25,7 @@ from mmd.ingest import IngestResult, SourceReport, run_ingest
 from mmd.items import Item
 from mmd.sources import SourceUnavailable
 from mmd.sources.base import invisible_only
-from tests.test_bad_input import GOOD_REVIEW, assert_reconciled, ingest, meme, meme_source, png_bytes, write_lines
+from tests.test_bad_input import GOOD_REVIEW, assert_reconciled, ingest, meme, meme_dir, meme_source, png_bytes, write_lines  # noqa: F401 (meme_dir is a fixture)
 
 
 # --------------------------------------------------------------------------- helpers

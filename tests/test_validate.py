@@ -268,3 +268,18 @@ def test_validation_is_incremental_and_starts_over_when_its_rules_change(tmp_pat
     s.params_file.write_text(yaml.safe_dump(params))
     again = run_validate(load_settings(s.params_file))
     assert (again.total, again.incremental, again.total_items) == (9, False, 9)  # new rules: every row again
+
+
+def test_an_incremental_batch_of_one_class_is_judged_by_the_shares_of_the_snapshot(tmp_path):
+    s = settings_at(tmp_path, [{"name": "inbox", "type": "inbox", "path": "inbox"}])
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.json").write_text(json.dumps([review(str(i), "False" if i % 2 else "True") for i in range(6)]))
+    run_ingest(s, show_progress=False)
+    assert run_validate(s).passed
+    (inbox / "b.json").write_text(json.dumps([review("7", "True")]))  # one new row: a share of 0 on its own
+    run_ingest(s, show_progress=False)
+    second = run_validate(s)
+    assert (second.total, second.incremental, second.passed) == (1, True, True)
+    share = next(c for c in second.batch_checks if "label" in c.expectation)
+    assert share.success and abs(share.observed - 3 / 7) < 1e-9

@@ -77,8 +77,8 @@ def after_training(families: Sequence[str]) -> tuple[Stage, ...]:
     from mmd.models.families import get
 
     sections = tuple(dict.fromkeys(s for f in families for s in (f, *get(f).reads)))
-    return (Stage("evaluate", "mmd.stages.evaluate", ("evaluate", *SCORING, *sections)),
-            Stage("gate", "mmd.stages.gate", ("gate", "evaluate", "select", *SCORING, *sections)),
+    return (Stage("evaluate", "mmd.stages.evaluate", tuple(dict.fromkeys(("evaluate", *SCORING, *sections)))),
+            Stage("gate", "mmd.stages.gate", tuple(dict.fromkeys(("gate", "evaluate", "select", *SCORING, *sections)))),
             Stage("report", "mmd.stages.report", ("train",)))
 
 

@@ -46,7 +46,7 @@ from mmd.formats.vectors import write_vectors
 from mmd.items import now_iso, read_table, write_table
 from mmd.synth.generators import (GENERATORS, Candidate, GeneratorReport, _Real, caption_edit, meme_recompose,
                                   out_of_context)
-from mmd.util import write_json
+from mmd.results import SynthesizeReport as SynthesizeResult
 
 
 
@@ -192,5 +192,5 @@ def run_synthesize(settings: Settings, show_progress: bool = False) -> Synthesiz
 
     report = SynthesizeReport(encoder.identity, len(pool), len(pool_after), len(new_candidates), indexed,
                               round(time.perf_counter() - started, 3), reports)
-    write_json(at.synthesize_report, {"synthesized_at": now_iso(), **report.to_dict()})
+    SynthesizeResult.model_validate({"synthesized_at": now_iso(), **report.to_dict()}).write(at)
     return report

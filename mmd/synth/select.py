@@ -43,7 +43,7 @@ from mmd.synth.scoring import (
     sinkhorn_divergence,
     top_k,
 )
-from mmd.util import write_json
+from mmd.results import SelectReport as SelectResult
 
 Chunks = Callable[[], Iterable[np.ndarray]]
 
@@ -238,7 +238,7 @@ def run_select(settings: Settings, method: str | None = None, k: int | None = No
         divergence_random=round(sinkhorn_divergence(random_pick, target, cfg.dissim.epsilon, seed=cfg.seed), 6),
         details=choice.details, seconds=round(time.perf_counter() - started, 3),
     )
-    write_json(out.select_report, {"selected_at": now_iso(), **report.to_dict()})
+    SelectResult.model_validate({"selected_at": now_iso(), **report.to_dict()}).write(out)
     return report
 
 

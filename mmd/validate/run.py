@@ -117,8 +117,12 @@ def _describe(exp) -> str:
     return f"{exp.expectation_type}({args})"
 
 
-def validate_frame(df: pd.DataFrame, settings: Settings) -> tuple[dict[int, list[str]], list[BatchCheck]]:
-    """Run the suites; returns {row: [failed expectations]} and the batch-level checks."""
+def validate_frame(df: pd.DataFrame, settings: Settings, rows: bool = True,
+                   batches: bool = True) -> tuple[dict[int, list[str]], list[BatchCheck]]:
+    """Run the suites; returns {row: [failed expectations]} and the batch-level checks.
+
+    `rows` / `batches` pick the per-row expectations and the ones over the whole batch (shares, counts):
+    an incremental run checks its new rows one by one and the shares over the snapshot they join."""
     cfg = settings.params.validate_
     ctx = _context()
     source = ctx.data_sources.add_pandas("items")
@@ -135,19 +139,23 @@ def validate_frame(df: pd.DataFrame, settings: Settings) -> tuple[dict[int, list
             batch_parameters={"dataframe": part.reset_index(drop=True)}
         )
         fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]}
-        for exp in row_expectations(kind, rules):
+        for exp in row_expectations(kind, rules) if rows else []:
             res = batch.validate(exp, result_format=fmt)
             if res.exception_info and res.exception_info.get("raised_exception"):
                 raise RuntimeError(f"expectation {exp.expectation_type} could not run: {res.exception_info['exception_message']}")
             for hit in res.result.get("unexpected_index_list") or []:
                 failures[int(hit["_row"])].append(_describe(exp))
-        for exp in batch_expectations(kind, rules, 1):
+        for exp in batch_expectations(kind, rules, 1) if batches else []:
             if exp.expectation_type == "expect_column_mean_to_be_between" and part["label"].notna().sum() == 0:
                 continue  # nothing labeled: a share of nothing is not a finding
             res = batch.validate(exp)
             checks.append(BatchCheck(kind, _describe(exp), bool(res.success), res.result.get("observed_value"),
                                      "" if res.success else ADVICE.get(exp.expectation_type, "")))
     return failures, checks
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    return table.to_pandas(types_mapper={pa.int8(): pd.Int8Dtype(), pa.int32(): pd.Int32Dtype()}.get)
 
 
 def _rules_hash(settings: Settings) -> str:
@@ -175,8 +183,9 @@ def run_validate(settings: Settings) -> ValidationResult:
         done |= {i for i in read_table(at.validate_quarantine, QUARANTINE_SCHEMA).column("item_id").to_pylist() if i}
     table = ingested.filter(pc.invert(pc.is_in(ingested.column("id"), pa.array(sorted(done), pa.string())))) \
         if done else ingested
-    df = table.to_pandas(types_mapper={pa.int8(): pd.Int8Dtype(), pa.int32(): pd.Int32Dtype()}.get)
-    failures, checks = validate_frame(df, settings) if len(df) else ({}, [])
+    df = _frame(table)
+    incremental = same_rules and before.num_rows > 0
+    failures, checks = validate_frame(df, settings, batches=not incremental) if len(df) else ({}, [])
 
     bad_rows = sorted(failures)
     records: list[QuarantineRecord] = []
@@ -195,7 +204,11 @@ def run_validate(settings: Settings) -> ValidationResult:
     keep = pd.Series(True, index=df.index)
     keep.iloc[bad_rows] = False
     accepted = table.filter(pa.array(keep.to_numpy()))
-    write_table(pa.concat_tables([before, accepted]), at.items)
+    snapshot = pa.concat_tables([before, accepted])
+    if incremental and accepted.num_rows:  # the shares are the snapshot's, not those of a night's few rows
+        checks = validate_frame(_frame(snapshot),
+                                settings, rows=False)[1]
+    write_table(snapshot, at.items)
     if not same_rules:  # every row was validated again: the quarantine is this run's
         at.validate_quarantine.unlink(missing_ok=True)
     append_records(at.validate_quarantine, records)
@@ -222,7 +235,9 @@ def run_validate(settings: Settings) -> ValidationResult:
             f"only {result.pass_rate:.1%} of rows passed, below validate.min_pass_rate={cfg.min_pass_rate}: "
             f"read the quarantine reasons ({at.validate_quarantine}) and fix the source or its mapping"
         )
-    write_json(at.validation_report, {"validated_at": now_iso(), **result.to_dict()})
+    from mmd.results import ValidateReport
+
+    ValidateReport.model_validate({"validated_at": now_iso(), **result.to_dict()}).write(at)
     write_html(result, at.validation_html)
     if result.failures:
         raise ValidationFailed("validation failed:\n- " + "\n- ".join(result.failures))
