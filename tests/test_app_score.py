@@ -7,13 +7,16 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import re
 import threading
 
 import numpy as np
 import pytest
 import requests
 
+from mmd.cycle import cycle_lock
 from mmd.items import ITEM_SCHEMA, read_table
+from mmd.models.rgcl.predictor import LABELS_SCHEMA
 
 from .app_helpers import TOKEN, copy_project, free_port, new_champion, running_app
 
@@ -102,7 +105,7 @@ def _serving(picture: bytes):
     return Handler
 
 
-def test_health_says_which_champions_serve_and_the_page_search_finds_items(demo_cycle, tmp_path):
+def test_health_search_and_the_store_kept_free_while_a_cycle_runs(demo_cycle, tmp_path):
     port = free_port()
     settings = copy_project(demo_cycle, tmp_path / "p", port)
     meme = _a_meme(settings)
@@ -117,3 +120,21 @@ def test_health_says_which_champions_serve_and_the_page_search_finds_items(demo_
         found = s.get(f"{url}/search", params={"q": meme["text"]}, timeout=60)
         assert found.status_code == 200 and meme["text"] in found.text
         assert json.loads(s.get(f"{url}/reports/file/review.json", timeout=10).text)["queue"] > 0
+
+        # while a cycle holds the lock the app keeps out of the store: CMC still scores, RKC says why not, and
+        # a label is recorded and joins the RKC database with the next label after the cycle
+        queue = s.get(f"{url}/queue", timeout=30).text
+        first, second = re.findall(r'data-id="([^"]+)"', queue)[:2]
+        token = queue.split('name="csrf" value="')[1].split('"')[0]
+        with cycle_lock(settings):
+            assert requests.get(f"{url}/api/health", timeout=10).json()["cycle_running"] is True
+            busy = requests.post(f"{url}/api/score", headers=AUTH, json={"text": meme["text"]}, timeout=60).json()
+            scores = busy["results"][0]["scores"]
+            assert scores["cmc"]["score"] is not None and scores["rgcl"]["score"] is None
+            assert "a cycle is running" in scores["rgcl"]["error"] and busy["results"][0]["neighbours"] == []
+            page = s.post(f"{url}/queue/{first}/label", data={"csrf": token, "action": "1"}, timeout=60).text
+            assert "RKC not updated now: a cycle is running" in page
+        page = s.post(f"{url}/queue/{second}/label", data={"csrf": token, "action": "0"}, timeout=60).text
+        assert "1 earlier label(s) that waited for the store joined too" in page
+        held = {r["id"]: r["label"] for r in read_table(settings.layout.labels, LABELS_SCHEMA).to_pylist()}
+        assert held == {first: 1, second: 0}

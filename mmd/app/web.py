@@ -172,12 +172,12 @@ def _after_label(scoring, settings, row: dict, value: int, user: str) -> str:
     trains = ("It trains from the next cycle." if t and t.agreed and t.label == value else
               f"It trains once {need} moderators agree ({t.votes if t else 1} so far).")
     head = f"Labelled “{row['text'][:60]}” as {words}. {trains}"
-    image = str(settings.data_dir / row["image_path"]) if row.get("image_path") else None
     item = {"id": row["id"], "text": row["text"], "image_path": row.get("image_path")}
+    pending = _pending_rkc(settings)
+    waited = sum(1 for r in pending if r["id"] != row["id"])
     try:
         before = scoring.item_score("rgcl", item)
-        added = scoring.exclusive(lambda: add_labels(settings, [{"id": row["id"], "text": row["text"], "image": image,
-                                                                 "label": value}], by=f"app:{user}"))
+        added = scoring.exclusive(lambda: add_labels(settings, pending, by=f"app:{user}"))
         after = scoring.item_score("rgcl", item)
     except StoreUnavailable as exc:
         return f"{head} RKC not updated now: {exc}."
@@ -186,7 +186,27 @@ def _after_label(scoring, settings, row: dict, value: int, user: str) -> str:
     if before is None or after is None:
         return f"{head} It joined the RKC database ({added['database']} entries); no RGCL champion serves yet."
     return (f"{head} RKC (rgcl v{after[0]}) score of this item: {before[1]:.3f} → {after[1]:.3f}; "
-            f"the RKC database holds {added['database']} entries.")
+            f"the RKC database holds {added['database']} entries"
+            + (f" ({waited} earlier label(s) that waited for the store joined too)." if waited else "."))
+
+
+def _pending_rkc(settings) -> list[dict]:
+    """Every queued item whose latest label vote the RKC labels file does not hold yet (this one, and any that
+    waited while a cycle held the store), as `add_labels` rows."""
+    from mmd.items import read_table
+    from mmd.models.rgcl.predictor import LABELS_SCHEMA
+    from mmd.review.queue import QUEUE_SCHEMA
+    from mmd.review.votes import read_votes
+
+    at = settings.layout
+    latest = {v["item_id"]: int(v["label"]) for v in read_votes(at.votes) if v["action"] == "label"}
+    have = {r["id"]: r["label"] for r in read_table(at.labels, LABELS_SCHEMA).to_pylist()}
+    rows = []
+    for q in read_table(at.review_queue, QUEUE_SCHEMA).to_pylist():
+        if q["id"] in latest and have.get(q["id"]) != latest[q["id"]]:
+            image = str(settings.data_dir / q["image_path"]) if q.get("image_path") else None
+            rows.append({"id": q["id"], "text": q["text"], "image": image, "label": latest[q["id"]]})
+    return rows
 
 
 def _search(scoring, settings, q: str, k: int) -> list[dict]:
