@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/python -m flows.demo
 
-# a local Prefect server (UI on http://127.0.0.1:4200) and the scheduled deployments; Ctrl-C stops both
+# a local Prefect server (UI on http://127.0.0.1:4200), the moderators' app (http://127.0.0.1:8080) and the
+# scheduled deployments; Ctrl-C stops them all
 serve: $(STAMP)
 	$(BIN)/python -m flows.deploy serve
 

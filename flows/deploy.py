@@ -1,12 +1,13 @@
 """The deployments: the flows on their schedules, declared once in `params.yaml` (`cycle.deployments`).
 
-    python -m flows.deploy serve  [--params params.yaml] [--port 4200]   # `make serve`: one machine
+    python -m flows.deploy serve  [--params params.yaml] [--port 4200] [--app-port 8080 | --no-app]   # `make serve`
     python -m flows.deploy deploy --pool NAME [--image IMAGE]             # a work pool (process, Docker, Kubernetes)
     python -m flows.deploy show                                           # what would be registered
 
 `serve` starts a local Prefect server (its UI at http://127.0.0.1:4200) unless PREFECT_API_URL
-already names one, registers every deployment and runs their flow runs in this process's
-children until Ctrl-C (or SIGTERM); then it stops serving first and the server last. `deploy`
+already names one, and the moderators' app beside it (`mmd app`, on `app.base_url`'s port), registers
+every deployment and runs their flow runs in this process's children until Ctrl-C (or SIGTERM); then it
+stops serving first, then the app, and the server last. `deploy`
 registers the same deployments on a work pool, for workers on other machines (infra/README.md).
 
 Each deployment allows one run at a time (further runs wait in line), and a retrain cycle takes
@@ -107,8 +108,43 @@ def local_server(host: str, port: int, home: Path, timeout_s: float = 120.0) -> 
         log.close()
 
 
-def serve_deployments(settings: Settings, host: str = "127.0.0.1", port: int = 4200) -> None:
-    """`make serve`: a local server (unless PREFECT_API_URL is set), then serve every deployment."""
+@contextlib.contextmanager
+def app_server(settings: Settings, host: str, port: int, home: Path, timeout_s: float = 120.0) -> Iterator[str]:
+    """The moderators' app (`mmd app`) in a child process for the block; its URL. Stopped (SIGTERM to its
+    process group) when the block ends."""
+    url = f"http://{host}:{port}"
+    if _healthy(f"{url}/api"):
+        raise RuntimeError(f"something already answers on {url}: pick another --app-port, or --no-app")
+    home.mkdir(parents=True, exist_ok=True)
+    log = (home / "app.log").open("ab")
+    mmd = Path(sys.executable).with_name("mmd")
+    params = str(settings.params_file or settings.root / "params.yaml")
+    proc = subprocess.Popen([str(mmd), "app", "--params", params, "--host", host, "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _healthy(f"{url}/api"):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the app exited ({proc.returncode}); see {home / 'app.log'}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the app did not answer on {url} within {timeout_s:.0f}s; see {home / 'app.log'}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def serve_deployments(settings: Settings, host: str = "127.0.0.1", port: int = 4200,
+                      app_port: int | None = None) -> None:
+    """`make serve`: a local server (unless PREFECT_API_URL is set) and the moderators' app (on `app_port`,
+    `app.base_url`'s port by default; 0: none), then serve every deployment."""
     from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -117,6 +153,11 @@ def serve_deployments(settings: Settings, host: str = "127.0.0.1", port: int = 4
         if not url:
             url = stack.enter_context(local_server(host, port, settings.root / ".prefect"))
             print(f"Prefect server and UI: {url.removesuffix('/api')}  (its database: {settings.root / '.prefect'})")
+        app_port = settings.params.app.port if app_port is None else app_port
+        if app_port:
+            app = stack.enter_context(app_server(settings, host, app_port, settings.root / ".prefect"))
+            print(f"moderators' app: {app}/  (accounts from ${settings.params.app.users_env}; log: "
+                  f"{settings.root / '.prefect' / 'app.log'})")
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
         deployments = build_deployments(settings)
         print("trigger a run: PREFECT_API_URL=" + url + " .venv/bin/prefect deployment run 'mmd-retrain/"
@@ -125,7 +166,7 @@ def serve_deployments(settings: Settings, host: str = "127.0.0.1", port: int = 4
             serve(*deployments)
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (Prefect's runner exits on it): serving stops first
             pass
-    print("stopped serving, then the server")
+    print("stopped serving, then the app and the server")
 
 
 def deploy_to_pool(settings: Settings, pool: str, image: str | None = None) -> list:
@@ -145,6 +186,9 @@ def main(argv: list[str] | None = None) -> None:
         if name == "serve":
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=4200)
+            p.add_argument("--app-port", type=int, default=None, help="the moderators' app's port (default: "
+                                                                      "app.base_url's)")
+            p.add_argument("--no-app", dest="app_port", action="store_const", const=0, help="no moderators' app")
             p.add_argument("--init-from", help="when --params does not exist yet: make its project first "
                                                "(mmd init FOLDER --from INIT_FROM)")
         if name == "deploy":
@@ -157,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         init_project(Path(args.params).parent, Path(args.init_from))
     settings = load_settings(args.params)
     if args.command == "serve":
-        serve_deployments(settings, args.host, args.port)
+        serve_deployments(settings, args.host, args.port, args.app_port)
     elif args.command == "deploy":
         ids = deploy_to_pool(settings, args.pool, args.image)
         print(f"{len(ids)} deployments on work pool {args.pool!r}")

@@ -101,6 +101,14 @@ GATE_STAGING = _d("gate")                             # what the gate files with
 GATE_REPORT = _r("gate.json")
 DRIFT = _r("drift")
 CYCLE_REPORT = _r("cycle.html")
+# the moderators: what they did (the app appends; an ingest output, so DVC sees a new vote and versions the log),
+# the labels that train (the agreement rule applied by ingest), and the review queue a cycle writes after the gate
+VOTES = _d("moderation/votes.jsonl")
+MODERATED = _d("moderation/labels.parquet")
+REVIEW = _d("review")
+REVIEW_QUEUE = _d("review/queue.parquet")             # the items in front of moderators, with their state
+REVIEW_SCORED = _d("review/scored.parquet")           # every item a review stage scored (what is fresh next time)
+REVIEW_REPORT = _r("review.json")
 # beside the stages
 LABELS = _d("labels/labels.parquet")                  # moderators' labels (the RKC database grows with them)
 LABEL_IMAGES = _d("labels/images")
@@ -192,7 +200,7 @@ STAGE_IO: dict[str, StageIO] = {
     "ingest": StageIO(
         deps=(), code=("mmd/ingest.py", "mmd/sources"), always_changed=True,
         outs=(Out(INGESTED, persist=True), Out(IMAGES, persist=True), Out(STATE, persist=True),
-              *_metrics(INGEST_REPORT, "ingest")),
+              Out(VOTES, persist=True), Out(MODERATED), *_metrics(INGEST_REPORT, "ingest")),
         note="sources are feeds and folders DVC cannot hash; ingest is incremental (watermarks),\n"
              "so it always runs and costs little when nothing is new"),
     "validate": StageIO(
@@ -220,7 +228,7 @@ STAGE_IO: dict[str, StageIO] = {
         deps=(SYNTHETIC, INDEXED), code=("mmd/synth/select.py", "mmd/synth/scoring.py"),
         outs=(Out(SELECTED_DIR), *_metrics(SELECT_REPORT, "select"))),
     "evaluate": StageIO(
-        deps=(VALIDATED, VECTORS), code=("mmd/evaluate/evaluate.py", "mmd/evaluate/metrics.py"),
+        deps=(VALIDATED, VECTORS, MODERATED), code=("mmd/evaluate/evaluate.py", "mmd/evaluate/metrics.py"),
         outs=(Out(EVALUATION), *_metrics(EVALUATE_REPORT, "evaluate"),
               Out(EVALUATE_ROC, "plots", cache=False,
                   plot=(("x", "fpr"), ("y", "tpr"), ("title", "ROC on the holdout"))),
@@ -230,7 +238,7 @@ STAGE_IO: dict[str, StageIO] = {
         note="the challengers (the models just trained) scored on the fixed holdout, with bootstrap\n"
              "intervals: a function of versioned inputs only, so `dvc metrics diff` compares cycles"),
     "gate": StageIO(
-        deps=(EVALUATION, EVALUATE_REPORT, VALIDATION_REPORT, SELECTED_DIR),
+        deps=(EVALUATION, EVALUATE_REPORT, VALIDATION_REPORT, SELECTED_DIR, MODERATED),
         code=("mmd/gate", "mmd/evaluate/gates.py", "mmd/evaluate/drift", "mmd/registry"),
         outs=(Out(REGISTRY, persist=True), _report(DRIFT), *_metrics(GATE_REPORT, "gate")),
         note="stateful on purpose: compares each challenger with the champion in the registry, checks\n"
@@ -238,16 +246,22 @@ STAGE_IO: dict[str, StageIO] = {
     "report": StageIO(
         deps=(GATE_REPORT, INGEST_REPORT, VALIDATION_REPORT, EVALUATE_REPORT), code=("mmd/report.py", "mmd/templates"),
         outs=(_report(CYCLE_REPORT),), note="the moderators' page of the gate's decisions"),
+    "review": StageIO(
+        deps=(VALIDATED, REGISTRY, VOTES), code=("mmd/review",),
+        outs=(Out(REVIEW, persist=True), *_metrics(REVIEW_REPORT, "review")),
+        note="the champions score what is new since the last queue update; the queue keeps its history\n"
+             "(persist): every item once, with its state from the moderators' votes"),
 }
 
 
 def train_io(family: str, code: Sequence[str]) -> StageIO:
     """A detector family's training stage: real items, the selected synthetic set, the encoder's features."""
     return StageIO(
-        deps=(VALIDATED, SELECTED_DIR, VECTORS), code=("mmd/models/data.py", *code),
+        deps=(VALIDATED, SELECTED_DIR, VECTORS, MODERATED), code=("mmd/models/data.py", *code),
         outs=(Out(MODEL.of(family=family)), *_metrics(TRAIN_REPORT.of(family=family), f"train_{family}"),
               Out(TRAIN_PLOTS.of(family=family), "plots", cache=False)),
-        note="frozen encoder features come from the embedding cache, so the embeddings are a dependency")
+        note="frozen encoder features come from the embedding cache, so the embeddings are a dependency;\n"
+             "moderators' labels (agreed ones, snapshot by ingest) relabel items or label new ones")
 
 
 def stage_io(stage: str, families: Sequence[str] = (), family_code: dict[str, Sequence[str]] | None = None) -> StageIO:

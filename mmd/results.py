@@ -118,6 +118,7 @@ class IngestReport(StageResult):
     reconciled: bool = True
     total_items: int = 0
     sources: list[SourceSummary] = Field(default_factory=list)
+    moderation: dict[str, int] = Field(default_factory=dict)   # the moderators' votes and the labels agreed
 
     @property
     def accepted(self) -> int:
@@ -130,8 +131,9 @@ class IngestReport(StageResult):
 
     def figures(self) -> str:
         t = self.totals
+        agreed = f"; {self.moderation['agreed']} moderators' labels" if self.moderation.get("agreed") else ""
         return (f"{t.in_} in: {t.accepted} accepted, {t.quarantined} quarantined, {t.duplicates} duplicates, "
-                f"{t.skipped} skipped")
+                f"{t.skipped} skipped{agreed}")
 
 
 class ValidateReport(StageResult):
@@ -374,10 +376,36 @@ class ReportPage(GateReport):
         return f"the moderators' page of {len(self.families)} decision(s)"
 
 
+class ReviewReport(StageResult):
+    """The review stage: what the champions scored and what joined the moderators' queue."""
+
+    REPORT: ClassVar[L.Loc] = L.REVIEW_REPORT
+    STAGE: ClassVar[str] = "review"
+    reviewed_at: str | None = None
+    items: int = 0
+    fresh: int = 0                   # items no review stage had scored
+    scored: int = 0
+    added: int = 0                   # joined the queue this time
+    reasons: dict[str, int] = Field(default_factory=dict)    # likely, uncertain, disagreement
+    champions: dict[str, int] = Field(default_factory=dict)  # family -> the version that scored
+    queue: int = 0
+    states: dict[str, int] = Field(default_factory=dict)     # open, labelled, skipped
+    note: str | None = None
+
+    def metrics(self) -> dict:
+        return {"added": self.added, "queue": self.queue, **{f"queue_{k}": v for k, v in sorted(self.states.items())}}
+
+    def figures(self) -> str:
+        champs = ", ".join(f"{f} v{n}" for f, n in self.champions.items()) or "no champion"
+        s = self.states
+        return (f"{self.scored} fresh scored by {champs}; +{self.added} queued; queue {self.queue}: "
+                f"{s.get('open', 0)} open, {s.get('labelled', 0)} labelled, {s.get('skipped', 0)} skipped")
+
+
 RESULTS: dict[str, type[StageResult]] = {
     "ingest": IngestReport, "validate": ValidateReport, "embed": EmbedReport, "index": IndexReport,
     "synthesize": SynthesizeReport, "select": SelectReport, "evaluate": EvaluateReport, "gate": GateReport,
-    "report": ReportPage,
+    "report": ReportPage, "review": ReviewReport,
 }
 
 

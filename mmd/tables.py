@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from mmd.config import Settings
-from mmd.results import (EmbedReport, EvaluateReport, GateReport, IndexReport, IngestReport, SelectReport,
-                         SynthesizeReport, TrainReport, ValidateReport)
+from mmd.results import (EmbedReport, EvaluateReport, GateReport, IndexReport, IngestReport, ReviewReport,
+                         SelectReport, SynthesizeReport, TrainReport, ValidateReport)
 
 # logs and CI are not terminals: give tables room rather than folding every cell
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -123,8 +123,17 @@ def decisions(r: GateReport) -> Table:
     return t
 
 
+def review(r: ReviewReport) -> Table:
+    t = _table("review", ["fresh", "scored by", "queued", "likely", "uncertain", "disagreement", "queue", "open",
+                          "labelled", "skipped"], left=("scored by",))
+    t.add_row(str(r.fresh), ", ".join(f"{f} v{n}" for f, n in r.champions.items()) or (r.note or "-"), str(r.added),
+              *(str(r.reasons.get(k, 0)) for k in ("likely", "uncertain", "disagreement")), str(r.queue),
+              *(str(r.states.get(k, 0)) for k in ("open", "labelled", "skipped")))
+    return t
+
+
 BY_STAGE = {"ingest": ingest, "validate": validate, "embed": embed, "index": index, "synthesize": synthesize,
-            "select": select, "evaluate": evaluate, "gate": decisions, "report": decisions}
+            "select": select, "evaluate": evaluate, "gate": decisions, "report": decisions, "review": review}
 
 
 def stage_table(stage: str, result) -> Table:
@@ -161,6 +170,7 @@ def cycle_tables(settings: Settings, ran: dict) -> list[Table]:
         ("gate decisions, drift", f"{at.gate_report}, {at.drift}/"),
         ("model registry", at.registry),
         ("moderators' report", at.cycle_report),
+        ("review queue (mmd app)", at.review_queue),
         ("e-mail to moderators", mail.get("path") or mail.get("outbox") or "-"),
     ):
         out.add_row(what, str(where))

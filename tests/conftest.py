@@ -105,3 +105,17 @@ def prepare_demo_project(root: Path, tiny_open_clip: str, demo: dict, **sections
     run_embed(settings, show_progress=False)
     run_index(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+def demo_cycle(tmp_path_factory, tiny_open_clip) -> Path:
+    """A demo project (tiny open_clip, the small cycle) after one whole cycle, review queue included:
+    copy it (`shutil.copytree`) before changing it."""
+    from mmd.cycle import cycle_stages, run_stage
+
+    root = tmp_path_factory.mktemp("demo_cycle")
+    small = {name: values for name, values in SMALL_CYCLE.items() if name != "demo"}
+    settings = prepare_demo_project(root, tiny_open_clip, dict(memes=24, claims=12, posts=18), **small)
+    for stage in cycle_stages(settings):
+        run_stage(settings, stage.name, use_dvc=False)
+    return root

@@ -49,7 +49,7 @@ def test_demo_runs_one_cycle_and_prints_the_summary_and_outputs(demo_run):
     assert f"demo inbox: 60 memes, 40 claims, 40 posts (+6 broken on purpose) in {root / 'inbox' / 'demo'}" in out
     # one row per stage (stage, how, status, seconds, figures); not a DVC project, so the stages run directly
     stages = ["ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl", "evaluate", "gate",
-              "report"]
+              "report", "review"]
     assert list(ran) == stages + ["email", "version"]
     for stage in stages:
         assert row(out, stage)[1:3] == ["direct", "ran"]

@@ -52,7 +52,7 @@ def test_a_killed_holder_frees_the_lock(make_settings):
 def test_the_stages_of_a_cycle_follow_the_families(make_settings):
     names = [s.name for s in cycle_stages(make_settings())]
     assert names == ["ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl",
-                     "evaluate", "gate", "report"]
+                     "evaluate", "gate", "report", "review"]
     lmm = cycle_stages(make_settings(evaluate={"families": ["rgcl", "lmm"]}))
     assert [s.name for s in lmm[6:8]] == ["train_rgcl", "train_lmm"] and lmm[7].gpu and "rgcl" in lmm[7].params
     with pytest.raises(ValueError, match="unknown stage 'train_bert'"):

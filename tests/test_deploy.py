@@ -67,10 +67,12 @@ def test_serve_registers_the_scheduled_deployments_and_a_triggered_run_completes
     from flows.deploy import _healthy
 
     params = _project(tmp_path / "project")
-    port = free_port()
+    port, app_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}/api"
+    app_url = f"http://127.0.0.1:{app_port}/api"
     log = tmp_path / "serve.log"
-    serve = subprocess.Popen([sys.executable, "-m", "flows.deploy", "serve", "--params", str(params), "--port", str(port)],
+    serve = subprocess.Popen([sys.executable, "-m", "flows.deploy", "serve", "--params", str(params), "--port", str(port),
+                              "--app-port", str(app_port)],
                              cwd=REPO, env=_env(tmp_path / "prefect-home"), stdout=log.open("wb"),
                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -84,6 +86,7 @@ def test_serve_registers_the_scheduled_deployments_and_a_triggered_run_completes
 
             deployments = {d.name: d for d in _wait(served, 180, "the server and the two deployments", serve, log)}
             assert set(deployments) == {"ingest-hourly", "retrain-nightly"}
+            assert _healthy(app_url)  # the moderators' app beside the Prefect UI
             crons = {n: [(s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules] for n, d in deployments.items()}
             assert crons == {"ingest-hourly": [("0 * * * *", "UTC", True)], "retrain-nightly": [("30 2 * * *", "UTC", True)]}
             assert all(d.parameters == {"params": str(params)} for d in deployments.values())
@@ -103,15 +106,20 @@ def test_serve_registers_the_scheduled_deployments_and_a_triggered_run_completes
         assert {d["action"] for d in gate["families"].values()} == {"promote"}
         assert len(list((params.parent / "data" / "outbox").glob("*.eml"))) == 1
 
-        # stopping serve stops the server after it
+        # the app serves the cycle's champions
+        import requests
+
+        assert requests.get(f"{app_url}/health", timeout=10).json()["champions"] == {"cmc": 1, "rgcl": 1}
+        # stopping serve stops the app and the server after it
         os.kill(serve.pid, signal.SIGTERM)
         serve.wait(timeout=60)
-        assert not _healthy(url)
-        assert "stopped serving, then the server" in log.read_text()
+        assert not _healthy(url) and not _healthy(app_url)
+        assert "stopped serving, then the app and the server" in log.read_text()
     finally:
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)
         subprocess.run(["pkill", "-f", "--", f"--port {port}"], check=False)
+        subprocess.run(["pkill", "-f", "--", f"--port {app_port}"], check=False)
 
 
 def test_the_deployments_run_on_a_work_pool_worker(tmp_path):

@@ -55,7 +55,7 @@ def project(tmp_path: Path) -> Path:
 
 
 STAGES = ("ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl", "evaluate", "gate",
-          "report")
+          "report", "review")
 
 
 def test_repro_runs_every_stage_then_only_what_changed(project: Path, tmp_path: Path):

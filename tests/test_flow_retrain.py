@@ -30,8 +30,8 @@ def test_the_retrain_flow_runs_a_cycle_and_refuses_a_second_at_once(tmp_path, ti
             with pytest.raises(CycleRunning, match="a cycle is already running"):
                 retrain_flow(str(settings.params_file), use_dvc=False)
     assert list(ran) == ["ingest", "validate", "embed", "index", "synthesize", "select", "train_cmc", "train_rgcl",
-                         "evaluate", "gate", "report", "email", "version"]
-    assert all(ran[s].how == "direct" and ran[s].status == "ran" for s in list(ran)[:11])
+                         "evaluate", "gate", "report", "review", "email", "version"]
+    assert all(ran[s].how == "direct" and ran[s].status == "ran" for s in list(ran)[:12])
     assert ran["version"]["skipped"] == "not a DVC project"
     gate = json.loads((settings.reports_dir / "gate.json").read_text())
     assert {d["action"] for d in gate["families"].values()} == {"promote"}

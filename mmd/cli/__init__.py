@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from mmd.cli.app import app
-from mmd.cli import data, models  # noqa: F401  (importing them registers their commands on `app`)
+from mmd.cli import data, models, moderators  # noqa: F401  (importing them registers their commands on `app`)
 
 
 def main() -> None:  # pragma: no cover - the console script

@@ -110,6 +110,17 @@ def gate(params: Path = ParamsOpt) -> None:
     console.print(f"report: {page}")
 
 
+@app.command()
+def review(params: Path = ParamsOpt) -> None:
+    """The champions score what is new since the last queue update; the likeliest and the most uncertain
+    items join the moderators' review queue (what `mmd app` shows)."""
+    from mmd.tables import console
+
+    with exits_on(*_expected_errors()):
+        settings, _ = _stage(params, "review")
+    console.print(f"queue: {settings.layout.review_queue}")
+
+
 def _registry(params: Path):
     from mmd.registry import Registry
 

@@ -7,7 +7,7 @@ the file are resolved against the folder that holds the file, so the same code r
 any configuration (`mmd --params other.yaml …`). Secrets never live here: a source names the
 environment variable that holds its key.
 
-The sections' models live beside this module (`ingest`, `stages`, `gate`, `cycle`); each
+The sections' models live beside this module (`ingest`, `stages`, `gate`, `cycle`, `app`); each
 detector family's section is its own (`mmd.models.families`).
 """
 
@@ -19,6 +19,7 @@ from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from mmd.config.app import AppConfig, ReviewConfig
 from mmd.config.cycle import CycleConfig, DemoConfig, DeploymentConfig, NotifyConfig
 from mmd.config.gate import DriftConfig, Floors, GateConfig
 from mmd.config.ingest import (MEME_PRESETS, ClaimReviewSource, FactCheckApiSource, HttpConfig, ImageConfig,
@@ -30,12 +31,12 @@ from mmd.config.stages import (CaptionEditConfig, DisSimParams, EmbedConfig, Eva
 from mmd.layout import Layout
 
 # the section models, importable from here as before the split
-__all__ = ["CaptionEditConfig", "ClaimReviewSource", "ConfigError", "CoreParams", "CycleConfig", "DemoConfig",
+__all__ = ["AppConfig", "CaptionEditConfig", "ClaimReviewSource", "ConfigError", "CoreParams", "CycleConfig", "DemoConfig",
            "DeploymentConfig", "DisSimParams", "DriftConfig", "EmbedConfig", "EvaluateConfig", "FactCheckApiSource",
            "Filter", "Floors", "GateConfig", "HttpConfig", "HybridParams", "ImageConfig", "InboxSource", "IndexConfig",
            "IngestConfig", "KindRules", "MEME_PRESETS", "MediaEvalSource", "MemeRecomposeConfig", "MemeSource",
            "MemeSpec", "NotifyConfig", "OpenClipConfig", "OutOfContextConfig", "Params", "PathsConfig",
-           "PrecomputedConfig", "SelectConfig", "Settings", "SourceConfig", "SynthesizeConfig", "TrainConfig",
+           "PrecomputedConfig", "ReviewConfig", "SelectConfig", "Settings", "SourceConfig", "SynthesizeConfig", "TrainConfig",
            "TrainSplits", "UndeclaredSection", "ValidateConfig", "load_settings", "merge_params", "params_model",
            "parse_params", "read_params_file", "section_names"]
 
@@ -71,6 +72,8 @@ class CoreParams(_Strict):
     gate: GateConfig = GateConfig()
     notify: NotifyConfig = NotifyConfig()
     cycle: CycleConfig = CycleConfig()
+    review: ReviewConfig = ReviewConfig()
+    app: AppConfig = AppConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -28,15 +28,15 @@ import numpy as np
 
 from mmd.config import Settings
 from mmd.formats.scores import HOLDOUT, score_table
-from mmd.items import ITEM_SCHEMA, now_iso, read_table, write_table
+from mmd.items import now_iso, write_table
 from mmd.results import EvaluateReport
 
 def item_roles(settings: Settings) -> tuple[list[dict], dict[str, str]]:
     """Every validated item, and its role: holdout, train or val (as the detectors' data assembly
     assigns them, leak rules included), unlabelled, or other (filtered out or dropped)."""
-    from mmd.models.data import training_rows
+    from mmd.models.data import read_items, training_rows
 
-    rows = read_table(settings.layout.items, ITEM_SCHEMA).to_pylist()
+    rows, _ = read_items(settings)  # with the moderators' agreed labels, as the detectors trained on them
     roles, _ = training_rows(settings, synthetic=False)
     role_of = {r["id"]: (HOLDOUT if role == "test" else role) for role, rs in roles.items() for r in rs}
     return rows, {r["id"]: role_of.get(r["id"], "unlabelled" if r["label"] is None else "other") for r in rows}

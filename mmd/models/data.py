@@ -10,6 +10,9 @@ synthetic set, split without leaks, with their text and image features.
   (items sharing an image stay on one side), by group (event) or by item.
 - Leak guard: a training item whose picture is also in val or test is dropped, and so is a
   synthetic item with a parent, or a picture, in val or test. Both are counted.
+- Moderators' labels: a label moderators agreed on (`<data>/moderation/labels.parquet`, written by
+  ingest from their votes under `review.require_agreement`) replaces the item's own label, or labels
+  an unlabelled item; the item then takes its role like any other (in the fixed holdout it evaluates).
 - Synthetic items: `<data>/selected/selected.parquet` when `train.synthetic`; they only
   ever train.
 - Features: the encoder's text and image vectors, from the embedding cache (nothing seen
@@ -141,18 +144,36 @@ def assign_roles(rows: list[dict], cfg: TrainConfig) -> tuple[dict[str, list[dic
     return roles, report
 
 
+def read_items(settings: Settings) -> tuple[list[dict], dict]:
+    """The validated items with the moderators' agreed labels applied, and how many labels were applied
+    (and how many of those changed a label the source gave)."""
+    from mmd.review.votes import moderated_labels
+
+    src = settings.layout.items
+    if not src.exists():
+        raise FileNotFoundError(f"{src} does not exist: run `mmd validate` first")
+    rows = read_table(src, ITEM_SCHEMA).to_pylist()
+    moderated = moderated_labels(settings.layout)
+    applied = changed = 0
+    for row in rows:
+        label = moderated.get(row["id"])
+        if label is not None:
+            applied += 1
+            changed += row["label"] is not None and row["label"] != label
+            row["label"] = int(label)
+    return rows, {"moderated_labels": applied, "moderated_changed": changed}
+
+
 def training_rows(settings: Settings, synthetic: bool | None = None) -> tuple[dict[str, list[dict]], dict]:
     """The item rows of train / val / test (see the module docstring: filter, roles, leak rules,
     synthetic rows marked `_synthetic`), and what was carved or dropped."""
     cfg = settings.params.train
-    src = settings.layout.items
-    if not src.exists():
-        raise FileNotFoundError(f"{src} does not exist: run `mmd validate` first")
-    rows = [r for r in read_table(src, ITEM_SCHEMA).to_pylist()
-            if r["label"] is not None and row_matches(r, dict(cfg.items))]
+    items, moderated = read_items(settings)
+    rows = [r for r in items if r["label"] is not None and row_matches(r, dict(cfg.items))]
     if not rows:
-        raise TrainingDataError(f"no labelled items in {src} match train.items {dict(cfg.items)}")
+        raise TrainingDataError(f"no labelled items in {settings.layout.items} match train.items {dict(cfg.items)}")
     roles, report = assign_roles(rows, cfg)
+    report.update(moderated)
 
     use_synthetic = cfg.synthetic if synthetic is None else synthetic
     sel_path = settings.layout.selected

@@ -53,14 +53,15 @@ class Stage:
 
 # the data plane, then (per family) training, then the decision; each reads only these sections
 BEFORE_TRAINING = (
-    Stage("ingest", "mmd.stages.ingest", ("ingest",)),
+    # review: its agreement rule decides which moderators' labels ingest passes on to training
+    Stage("ingest", "mmd.stages.ingest", ("ingest", "review")),
     Stage("validate", "mmd.stages.validate", ("validate",)),
     Stage("embed", "mmd.stages.embed", ("embed",)),
     Stage("index", "mmd.stages.index", ("index",)),
     Stage("synthesize", "mmd.stages.synthesize", ("synthesize", "embed", "index")),
     Stage("select", "mmd.stages.select", ("select", "index")),
 )
-_AFTER = ("evaluate", "gate", "report")
+_AFTER = ("evaluate", "gate", "report", "review")
 # what scoring a model reads beside its own section (the encoder, the store RKC searches, the holdout)
 SCORING = ("train", "embed", "index")
 
@@ -79,11 +80,12 @@ def after_training(families: Sequence[str]) -> tuple[Stage, ...]:
     sections = tuple(dict.fromkeys(s for f in families for s in (f, *get(f).reads)))
     return (Stage("evaluate", "mmd.stages.evaluate", tuple(dict.fromkeys(("evaluate", *SCORING, *sections)))),
             Stage("gate", "mmd.stages.gate", tuple(dict.fromkeys(("gate", "evaluate", "select", *SCORING, *sections)))),
-            Stage("report", "mmd.stages.report", ("train",)))
+            Stage("report", "mmd.stages.report", ("train",)),
+            Stage("review", "mmd.stages.review", tuple(dict.fromkeys(("review", "evaluate", *SCORING, *sections)))))
 
 
 def cycle_stages(families: Sequence[str]) -> list[Stage]:
-    """One retrain cycle, in order: the data plane, a training stage per family, evaluate, gate, report."""
+    """One retrain cycle, in order: the data plane, a training stage per family, evaluate, gate, report, review."""
     return [*BEFORE_TRAINING, *(train_stage(f) for f in families), *after_training(families)]
 
 

@@ -1,4 +1,5 @@
-"""ingest: pull what is new from every enabled source (`mmd.ingest`)."""
+"""ingest: pull what is new from every enabled source (`mmd.ingest`), and the labels moderators agreed on
+(`mmd.review.votes.snapshot`, under `review.require_agreement`), which training reads."""
 
 from __future__ import annotations
 
@@ -8,5 +9,13 @@ from mmd.results import IngestReport
 
 def run(settings: Settings, log=None, only: list[str] | None = None, show_progress: bool = True) -> IngestReport:
     from mmd.ingest import run_ingest
+    from mmd.review.votes import snapshot
 
-    return IngestReport.model_validate(run_ingest(settings, only=only, show_progress=show_progress).to_dict())
+    try:
+        result = run_ingest(settings, only=only, show_progress=show_progress)
+    finally:  # a source that is down (SourceUnavailable, retried) does not hold the moderators' labels back
+        moderation = snapshot(settings.layout, settings.params.review.require_agreement)
+    report = IngestReport.model_validate(result.to_dict())
+    report.moderation = moderation
+    report.write(settings.layout)
+    return report
