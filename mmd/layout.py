@@ -188,7 +188,9 @@ class StageIO:
 
 
 def _metrics(report: Loc, stage: str) -> tuple[Out, Out]:
-    """A stage's full report (for people and the next stages) and its few figures, the DVC metrics."""
+    """A stage's full report (for people and the next stages) and its few figures, the DVC metrics: only the
+    stages whose figures a person compares across cycles (validation, the holdout, the gate's decisions)
+    declare them, so `dvc metrics show` stays one readable table; every other report is a plain file."""
     return Out(report, cache=False), Out(METRICS.of(stage=stage), "metrics", cache=False)
 
 
@@ -200,7 +202,7 @@ STAGE_IO: dict[str, StageIO] = {
     "ingest": StageIO(
         deps=(), code=("mmd/ingest.py", "mmd/sources"), always_changed=True,
         outs=(Out(INGESTED, persist=True), Out(IMAGES, persist=True), Out(STATE, persist=True),
-              Out(VOTES, persist=True), Out(MODERATED), *_metrics(INGEST_REPORT, "ingest")),
+              Out(VOTES, persist=True), Out(MODERATED), _report(INGEST_REPORT)),
         note="sources are feeds and folders DVC cannot hash; ingest is incremental (watermarks),\n"
              "so it always runs and costs little when nothing is new"),
     "validate": StageIO(
@@ -211,22 +213,22 @@ STAGE_IO: dict[str, StageIO] = {
     "embed": StageIO(
         deps=(VALIDATED, IMAGES), code=("mmd/embed.py", "mmd/encoders"),
         outs=(Out(VECTORS), Out(EMBED_CACHE, persist=True), Out(EMBED_QUARANTINE, persist=True),
-              *_metrics(EMBED_REPORT, "embed")),
+              _report(EMBED_REPORT)),
         note="the cache is versioned too: a rebuild elsewhere never re-encodes what is in it"),
     "index": StageIO(
         deps=(VECTORS,), code=("mmd/index.py", "mmd/store"),
-        outs=(_report(INDEXED), *_metrics(INDEX_REPORT, "index")),
+        outs=(_report(INDEXED), _report(INDEX_REPORT)),
         note="Qdrant is an index, not a copy: every collection is rebuilt from DVC-tracked files\n"
              "(the embeddings, the synthetic pool), so DVC neither caches nor hashes the store; a stage\n"
              "that reads it first rebuilds a store that was wiped or moved. Its output says what it\n"
              "holds, not when."),
     "synthesize": StageIO(
         deps=(VALIDATED, INDEXED), code=("mmd/synth/generate.py", "mmd/synth/edits.py", "mmd/synth/render.py"),
-        outs=(Out(SYNTHETIC, persist=True), *_metrics(SYNTHESIZE_REPORT, "synthesize")),
+        outs=(Out(SYNTHETIC, persist=True), _report(SYNTHESIZE_REPORT)),
         note="the pool keeps its history (persist); each run adds what new real items make"),
     "select": StageIO(
         deps=(SYNTHETIC, INDEXED), code=("mmd/synth/select.py", "mmd/synth/scoring.py"),
-        outs=(Out(SELECTED_DIR), *_metrics(SELECT_REPORT, "select"))),
+        outs=(Out(SELECTED_DIR), _report(SELECT_REPORT))),
     "evaluate": StageIO(
         deps=(VALIDATED, VECTORS, MODERATED), code=("mmd/evaluate/evaluate.py", "mmd/evaluate/metrics.py"),
         outs=(Out(EVALUATION), *_metrics(EVALUATE_REPORT, "evaluate"),
@@ -248,7 +250,7 @@ STAGE_IO: dict[str, StageIO] = {
         outs=(_report(CYCLE_REPORT),), note="the moderators' page of the gate's decisions"),
     "review": StageIO(
         deps=(VALIDATED, REGISTRY, VOTES), code=("mmd/review",),
-        outs=(Out(REVIEW, persist=True), *_metrics(REVIEW_REPORT, "review")),
+        outs=(Out(REVIEW, persist=True), _report(REVIEW_REPORT)),
         note="the champions score what is new since the last queue update; the queue keeps its history\n"
              "(persist): every item once, with its state from the moderators' votes"),
 }
@@ -258,7 +260,7 @@ def train_io(family: str, code: Sequence[str]) -> StageIO:
     """A detector family's training stage: real items, the selected synthetic set, the encoder's features."""
     return StageIO(
         deps=(VALIDATED, SELECTED_DIR, VECTORS, MODERATED), code=("mmd/models/data.py", *code),
-        outs=(Out(MODEL.of(family=family)), *_metrics(TRAIN_REPORT.of(family=family), f"train_{family}"),
+        outs=(Out(MODEL.of(family=family)), _report(TRAIN_REPORT.of(family=family)),
               Out(TRAIN_PLOTS.of(family=family), "plots", cache=False)),
         note="frozen encoder features come from the embedding cache, so the embeddings are a dependency;\n"
              "moderators' labels (agreed ones, snapshot by ingest) relabel items or label new ones")

@@ -54,16 +54,13 @@ class StageResult(_Open):
     `dvc metrics show` compares across cycles (`metrics()`, written beside the report)."""
 
     REPORT: ClassVar[L.Loc]
-    STAGE: ClassVar[str] = ""
+    STAGE: ClassVar[str] = ""  # set where the stage declares DVC metrics (reports/metrics/<stage>.json)
 
     def figures(self) -> str:
         return ""
 
     def metrics(self) -> dict[str, Any]:
         return {}
-
-    def stage_name(self) -> str:
-        return self.STAGE
 
     def to_dict(self) -> dict:
         """What the report file holds: the fields the stage set (defaults it never touched stay out)."""
@@ -74,8 +71,8 @@ class StageResult(_Open):
 
         path = layout.path(self.REPORT, **fields)
         write_json(path, self.to_dict())
-        if self.stage_name():
-            write_json(layout.path(L.METRICS, stage=self.stage_name()),
+        if self.STAGE:
+            write_json(layout.path(L.METRICS, stage=self.STAGE),
                        {k: ({kk: _round(vv) for kk, vv in v.items()} if isinstance(v, dict) else _round(v))
                         for k, v in self.metrics().items()})
         return path
@@ -111,7 +108,6 @@ class SourceSummary(Totals):
 
 class IngestReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.INGEST_REPORT
-    STAGE: ClassVar[str] = "ingest"
     started_at: str | None = None
     finished_at: str | None = None
     totals: Totals = Totals()
@@ -123,11 +119,6 @@ class IngestReport(StageResult):
     @property
     def accepted(self) -> int:
         return self.totals.accepted
-
-    def metrics(self) -> dict:
-        t = self.totals
-        return {"accepted": t.accepted, "quarantined": t.quarantined, "duplicates": t.duplicates,
-                "skipped": t.skipped, "items": self.total_items}
 
     def figures(self) -> str:
         t = self.totals
@@ -163,7 +154,6 @@ class ValidateReport(StageResult):
 
 class EmbedReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.EMBED_REPORT
-    STAGE: ClassVar[str] = "embed"
     encoder: str = ""
     items: int = 0
     embedded: int = 0
@@ -179,13 +169,9 @@ class EmbedReport(StageResult):
         return (f"{self.embedded} embedded; encoded {self.encoded_texts} texts and {self.encoded_images} images, "
                 f"{self.cached_texts + self.cached_images} from the cache")
 
-    def metrics(self) -> dict:
-        return {"embedded": self.embedded, "encoded_texts": self.encoded_texts, "encoded_images": self.encoded_images}
-
 
 class IndexReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.INDEX_REPORT
-    STAGE: ClassVar[str] = "index"
     backend: str = ""
     collection: str = ""
     encoder: str = ""
@@ -199,13 +185,9 @@ class IndexReport(StageResult):
     def figures(self) -> str:
         return f"{self.total} points: {self.upserted} upserted, {self.deleted} deleted, {self.unchanged} unchanged"
 
-    def metrics(self) -> dict:
-        return {"points": self.total}
-
 
 class SynthesizeReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.SYNTHESIZE_REPORT
-    STAGE: ClassVar[str] = "synthesize"
     encoder: str = ""
     pool_before: int = 0
     pool_after: int = 0
@@ -216,13 +198,9 @@ class SynthesizeReport(StageResult):
     def figures(self) -> str:
         return f"{self.new} new synthetic items, pool {self.pool_before} -> {self.pool_after}"
 
-    def metrics(self) -> dict:
-        return {"pool": self.pool_after, "new": self.new}
-
 
 class SelectReport(StageResult):
     REPORT: ClassVar[L.Loc] = L.SELECT_REPORT
-    STAGE: ClassVar[str] = "select"
     method: str = ""
     ranked_by: str = ""
     k: int = 0
@@ -238,10 +216,6 @@ class SelectReport(StageResult):
     def figures(self) -> str:
         return (f"{self.selected} of {self.candidates} selected ({self.ranked_by or self.method}); "
                 f"divergence to real {_num(self.divergence_selected)} vs random {_num(self.divergence_random)}")
-
-    def metrics(self) -> dict:
-        return {"selected": self.selected, "divergence_selected": self.divergence_selected,
-                "divergence_random": self.divergence_random}
 
 
 # --------------------------------------------------------------------------- detectors
@@ -268,17 +242,6 @@ class TrainReport(StageResult):
     def figures(self) -> str:
         m = self.served() or Metrics()
         return f"{self.variant or self.model}: val macro-F1 {_num(m.macro_f1)} on {m.n or '-'} items"
-
-    def stage_name(self) -> str:
-        return f"train_{self.model}"
-
-    def metrics(self) -> dict:
-        out = {}
-        for role in ("val", "test"):
-            m = self.served(role)
-            if m is not None and getattr(self, role):
-                out[role] = {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "auroc": m.auroc}
-        return out
 
     def write(self, layout: L.Layout, **fields: str) -> Path:
         return super().write(layout, family=self.model)
@@ -370,7 +333,6 @@ class GateReport(StageResult):
 class ReportPage(GateReport):
     """The report step: the moderators' page of the gate's decisions (its result is the decisions it shows)."""
 
-    STAGE: ClassVar[str] = ""  # it writes no report of its own
 
     def figures(self) -> str:
         return f"the moderators' page of {len(self.families)} decision(s)"
@@ -380,7 +342,6 @@ class ReviewReport(StageResult):
     """The review stage: what the champions scored and what joined the moderators' queue."""
 
     REPORT: ClassVar[L.Loc] = L.REVIEW_REPORT
-    STAGE: ClassVar[str] = "review"
     reviewed_at: str | None = None
     items: int = 0
     fresh: int = 0                   # items no review stage had scored
@@ -391,9 +352,6 @@ class ReviewReport(StageResult):
     queue: int = 0
     states: dict[str, int] = Field(default_factory=dict)     # open, labelled, skipped
     note: str | None = None
-
-    def metrics(self) -> dict:
-        return {"added": self.added, "queue": self.queue, **{f"queue_{k}": v for k, v in sorted(self.states.items())}}
 
     def figures(self) -> str:
         champs = ", ".join(f"{f} v{n}" for f, n in self.champions.items()) or "no champion"
