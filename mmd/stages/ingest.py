@@ -11,10 +11,14 @@ def run(settings: Settings, log=None, only: list[str] | None = None, show_progre
     from mmd.ingest import run_ingest
     from mmd.review.votes import snapshot
 
+    from mmd.errors import Retryable
+
     try:
         result = run_ingest(settings, only=only, show_progress=show_progress)
-    finally:  # a source that is down (SourceUnavailable, retried) does not hold the moderators' labels back
-        moderation = snapshot(settings.layout, settings.params.review.require_agreement)
+    except Retryable:  # a source that is down (retried) does not hold the moderators' labels back
+        snapshot(settings.layout, settings.params.review.require_agreement)
+        raise
+    moderation = snapshot(settings.layout, settings.params.review.require_agreement)
     report = IngestReport.model_validate(result.to_dict())
     report.moderation = moderation
     report.write(settings.layout)
