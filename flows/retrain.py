@@ -57,12 +57,26 @@ def version(params: str, gate: GateReport, use_dvc: bool | None) -> dict:
     return version_cycle(load_settings(params), gate, use_dvc)
 
 
-def publish(ran: dict[str, StageRun], gate: GateReport, mail: dict) -> None:
-    """The run's artifacts in the Prefect UI: the gate's decisions with links, and the stage table."""
-    rows = ["| model | decision | action | champion | reasons |", "|---|---|---|---|---|"]
+def publish(settings, ran: dict[str, StageRun], gate: GateReport, mail: dict) -> None:
+    """The run's artifacts in the Prefect UI: the gate's decisions with their key figures and links into the
+    moderators' app (`app.base_url`: a browser opens them, unlike file paths), and the stage table."""
+    from mmd.report import app_links
+
+    def fig(m: dict | None, key: str) -> str:
+        return "-" if not m or m.get(key) is None else f"{m[key]:.3f}"
+
+    rows = ["| model | decision | action | champion | holdout macro-F1 (challenger / champion) | AUROC | reasons |",
+            "|---|---|---|---|---|---|---|"]
     for family, d in gate.families.items():
-        rows.append(f"| {family} | {d.status} | {d.action} | {d.champion_after or '-'} | " + "<br>".join(d.reasons) + " |")
-    links = [f"- e-mail: `{mail.get('path') or mail.get('outbox')}`" + (" (queued)" if mail.get("queued") else " (sent)")]
+        chal = (d.metrics.get("challenger") or {}).get("holdout")
+        champ = (d.metrics.get("champion") or {}).get("holdout")
+        rows.append(f"| {family} | {d.status} | {d.action} | {d.champion_after or '-'} | "
+                    f"{fig(chal, 'macro_f1')} / {fig(champ, 'macro_f1')} | {fig(chal, 'auroc')} / {fig(champ, 'auroc')} | "
+                    + "<br>".join(d.reasons) + " |")
+    app = app_links(settings, gate)
+    links = [f"- [the cycle report]({app['cycle']}) · [review queue]({app['queue']}) · [models]({app['models']})"]
+    links += [f"- [model card, {name}]({url})" for name, url in app["cards"].items()]
+    links.append(f"- e-mail: `{mail.get('path') or mail.get('outbox')}`" + (" (queued)" if mail.get("queued") else " (sent)"))
     create_markdown_artifact(key="mmd-gate", markdown="\n".join(rows + [""] + links), description="the gate's decisions")
     create_table_artifact(key="mmd-cycle", table=summary_rows(ran), description="the stages of this cycle")
 
@@ -86,7 +100,7 @@ def retrain_flow(params: str = "params.yaml", use_dvc: bool | None = None, wait:
         gate = ran["gate"].result
         mail = ran["email"] = email(params, gate)
         ran["version"] = version(params, gate, use_dvc)
-        publish(ran, gate, mail)
+        publish(settings, ran, gate, mail)
     for family, d in gate.families.items():
         log.info("%s: %s -> %s", family, d.status, d.action)
     return ran

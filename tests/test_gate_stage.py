@@ -200,3 +200,51 @@ def test_a_crash_between_registering_and_promoting_leaves_a_consistent_registry_
         assert np.array_equal(now, before[family]), (family, diff, now[diff], before[family][diff])  # exactly what v1 served
     events = Registry(settings.data_dir / "registry").history("cmc")
     assert events[-1]["event"] == "rolled_back" and events[-1]["reason"] == "moderators saw false alarms"
+
+
+def test_the_e_mail_opens_in_the_app_names_its_sides_and_links_what_it_cannot_attach(project, monkeypatch):
+    """Links absolute to app.base_url, a plain-text part that is the report, every drift page attached or
+    linked (Evidently's are ~4 MB: linked), drift pages that say which side is which, `mmd models` naming
+    the holdout each version was measured on."""
+    import email
+    import email.policy
+    import html
+    import re
+
+    from mmd.report import send_cycle_report
+    from mmd.results import GateReport
+
+    settings = _set(project, app={"base_url": "https://mmd.example.org/"}, notify={"transport": "outbox"})
+    _new_batch(settings)
+    _cycle(settings)
+    gate = GateReport.read(settings.layout)
+    delivery = send_cycle_report(settings, gate)
+    msg = email.message_from_bytes(Path(delivery.path).read_bytes(), policy=email.policy.default)
+    page = msg.get_body(("html",)).get_content()
+    hrefs = re.findall(r'href="([^"]+)"', page)
+    assert hrefs and all(h.startswith("https://mmd.example.org/") for h in hrefs), hrefs
+    assert "https://mmd.example.org/queue" in hrefs and "https://mmd.example.org/models/cmc/v2/card" in hrefs
+    text = msg.get_body(("plain",)).get_content()
+    for family, d in gate.families.items():
+        assert f"{family.upper()}: {d.status} -> {d.action}" in text and d.reasons[0] in text
+    assert "The whole report: https://mmd.example.org/reports/cycle" in text
+    # every check's page went: attached when small, else linked to the app
+    attached = {a.get_filename(): a for a in msg.iter_attachments()}
+    assert "gate.json" in attached and all(len(a.get_content()) <= 2_000_000 for a in attached.values())
+    pages = {Path(c.html).name for d in gate.families.values() for c in d.checks if c.html}
+    assert {"cmc-data.html", "cmc-embeddings.html", "cmc-synthetic.html"} <= pages
+    for name in pages - set(attached):
+        assert re.search(rf"{re.escape(name)}: .*open it at https://mmd\.example\.org/reports/file/drift/{re.escape(name)}",
+                         text), name
+    assert "cmc-data.html" not in attached  # Evidently's page: over the cap, linked
+    # the drift pages name their sides
+    def shown(name: str) -> str:
+        return html.unescape((settings.layout.drift / name).read_text())
+
+    assert "Reference</b>: the champion's (v1) real training items" in shown("cmc-data.html")
+    assert "Current</b>: the fresh batch:" in shown("cmc-embeddings.html")
+    assert "real + " in shown("cmc-synthetic.html") and "SYNTHETIC" in shown("cmc-synthetic.html")
+    # versions say which holdout their figures are on; the gate's same-holdout comparison is beside them
+    out = CliRunner().invoke(app, ["models", "--params", str(project / "params.yaml"), "cmc"], terminal_width=250)
+    assert out.exit_code == 0, out.output
+    assert "holdout (items, id)" in out.output and "v1: " in out.output

@@ -227,9 +227,28 @@ def test_oversized_and_missing_attachments_listed(tmp_path):
     assert names == ["ok.png"]
     assert next(msg.iter_attachments()).get_content_type() == "image/png"
     text = msg.get_body(("plain",)).get_content()
-    assert "drift_big.html" in text and "limit" in text and "gone.json" in text
+    assert "drift_big.html" in text and "limit" in text and "gone.json" in text and "on the server at" in text
     assert "drift_big.html" in msg.get_body(("html",)).get_content()
     assert msg["Subject"] == "[mmd] cycle 2026-03-01: s" and "1 Mar 2026 12:00:00" in msg["Date"]
+
+
+def test_pages_over_the_caps_are_linked_and_the_text_part_is_the_report(tmp_path):
+    pages = {name: tmp_path / name for name in ("gate.json", "embeddings.html", "data.html", "predictions.html")}
+    for (name, path), size in zip(pages.items(), (300, 700, 5000, 800)):
+        path.write_bytes(b"x" * size)
+    links = {path: f"https://mmd.example.org/reports/file/{name}" for name, path in pages.items()}
+    cfg = NotifyConfig(max_attachment_bytes=1000, max_message_bytes=1500)
+    msg = build_message(cfg, HTML, "cmc hold", list(pages.values()), text="CMC: failed -> hold\n  - floors\n",
+                        links=links)
+    # gate.json and the embedding page fit; data.html is over the per-file cap; predictions.html would pass the total
+    assert [a.get_filename() for a in msg.iter_attachments()] == ["gate.json", "embeddings.html"]
+    text = msg.get_body(("plain",)).get_content()
+    assert text.startswith("CMC: failed -> hold\n  - floors")
+    assert "data.html: 5.0 kB, over the 1.0 kB limit; open it at https://mmd.example.org/reports/file/data.html" in text
+    assert "predictions.html: 800 B would take the attachments past 1.5 kB; open it at " \
+           "https://mmd.example.org/reports/file/predictions.html" in text
+    page = msg.get_body(("html",)).get_content()
+    assert '<a href="https://mmd.example.org/reports/file/data.html">open it</a>' in page
 
 
 def test_disabled_writes_nothing(tmp_path, port):

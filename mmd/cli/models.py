@@ -149,15 +149,28 @@ def models(
                               "history": history}, indent=2, default=str))
             return
         t = Table(title="models")
-        for col in ("model", "version", "created", "trained", "holdout macro-F1", "champion"):
+        for col in ("model", "version", "created", "trained", "holdout macro-F1", "holdout (items, id)",
+                    "champion then, same holdout", "champion"):
             t.add_column(col)
+        holdouts = set()
         for f in families:
             champion = reg.champion(f)
             for v in reg.versions(f):
                 m = (v.metrics or {}).get("holdout") or {}
+                hid = (v.metrics or {}).get("holdout_id")
+                holdouts.add((f, hid))
+                # the gate scored the champion of the day on this version's holdout: the comparison that holds
+                then = ((_evaluation(v).get("champion") or {}))
                 t.add_row(f, f"v{v.number}", v.created_at, str(v.lineage.get("trained_at")),
-                          "-" if not m else f"{m['macro_f1']:.3f}", "yes" if champion and champion.number == v.number else "")
+                          "-" if not m else f"{m['macro_f1']:.3f}",
+                          "-" if not m else f"{m.get('n')}, {hid or 'not recorded'}",
+                          f"v{then['version']}: {then['holdout']['macro_f1']:.3f}" if (then.get("holdout") or {}).get(
+                              "macro_f1") is not None else "-",
+                          "yes" if champion and champion.number == v.number else "")
         console.print(t)
+        if len(holdouts) > len(families):
+            console.print("Versions with another holdout id were measured on other items: compare their macro-F1 "
+                          "only through 'champion then, same holdout' (the gate's paired comparison).")
         h = Table(title="history")
         for col in ("when", "model", "event", "version", "from", "by", "why"):
             h.add_column(col)
@@ -165,6 +178,14 @@ def models(
             h.add_row(e["at"], e["family"], e["event"], str(e.get("version") or "-"), str(e.get("from_version") or "-"),
                       str(e.get("by") or ""), e.get("reason") or "")
         console.print(h)
+
+
+def _evaluation(version) -> dict:
+    """The gate's evaluation.json of a version (its figures and the champion's on the same holdout)."""
+    try:
+        return json.loads((version.path / "evaluation.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _who() -> str:

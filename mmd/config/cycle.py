@@ -81,7 +81,9 @@ class NotifyConfig(BaseModel):
     transport: Literal["outbox", "smtp"] = "outbox"  # the embedded default writes to the outbox only
     outbox: str = "outbox"  # folder, relative to the data folder
     attach: tuple[str, ...] = ()  # extra files to attach; relative paths are under the data folder
-    max_attachment_bytes: int = 15_000_000  # larger attachments are left out and listed in the body
+    # a larger attachment (Evidently's drift pages are about 4 MB) is left out and linked to the app instead
+    max_attachment_bytes: int = 2_000_000
+    max_message_bytes: int = 10_000_000  # the attachments together; what would pass it is linked too
     timeout_s: float = 10.0
 
     @field_validator("to")
@@ -100,7 +102,7 @@ class NotifyConfig(BaseModel):
             raise ValueError(f"only {{date}} and {{summary}} may be filled in ({e!r})") from None
         return v
 
-    @field_validator("max_attachment_bytes", "timeout_s")
+    @field_validator("max_attachment_bytes", "max_message_bytes", "timeout_s")
     @classmethod
     def _positive(cls, v: float) -> float:
         if v <= 0:

@@ -50,7 +50,8 @@ def act(settings: Settings, family: str, evidence: Evidence, items: Items, regis
     decision.champion = None if champion is None else {"version": champion.number, "digest": champion.digest[:12]}
     sections = ("embed", "select", "train", family, *get(family).reads, "evaluate", "gate")
     lin = {**lineage(settings.root, folder, settings.sections(dict.fromkeys(sections))), "data_cutoff": evidence.cutoff}
-    version, created = registry.register(family, folder, lin, {"holdout": metrics["challenger"]["holdout"]},
+    version, created = registry.register(family, folder, lin, {"holdout": metrics["challenger"]["holdout"],
+                                                                 "holdout_id": metrics.get("holdout_id")},
                                          {"reference.parquet": staging / "reference.parquet",
                                           "evaluation.json": staging / "evaluation.json"})
     reason = "; ".join(decision.reasons)

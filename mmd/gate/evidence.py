@@ -93,6 +93,13 @@ def _metrics(settings: Settings, items: Items, ids: Sequence[str], scores: dict[
     return holdout_metrics(y, p, settings) if len(y) else None
 
 
+def holdout_id(ids: Sequence[str]) -> str:
+    """A short fingerprint of a set of item ids (order does not matter)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:12]
+
+
 def synthetic_vectors(settings: Settings) -> np.ndarray:
     path = settings.layout.selected_features
     if not settings.params.train.synthetic or not path.exists():
@@ -123,7 +130,9 @@ def gather(settings: Settings, family: str, items: Items, registry: Registry, va
         fresh_since = last_ingest.started_at if last_ingest else None
         fresh = items.since(start=fresh_since)
     metrics: dict = {"challenger": {"holdout": _metrics(settings, items, holdout, chal_scores),
-                                    "fresh": _metrics(settings, items, fresh, chal_scores)}}
+                                    "fresh": _metrics(settings, items, fresh, chal_scores)},
+                     # which items the holdout figures are on: versions compare only where this is the same
+                     "holdout_id": holdout_id([i for i in holdout if items.by_id[i]["label"] is not None])}
     checks: list[Check] = [validation, floors_check(metrics["challenger"]["holdout"], cfg)]
 
     champion_error, champ_scores = None, {}
@@ -149,16 +158,21 @@ def gather(settings: Settings, family: str, items: Items, registry: Registry, va
     drift_dir = settings.layout.drift
     if champion is not None:
         champ_ref = _reference_ids(champion.path / "reference.parquet")
+        batch = f"the fresh batch: {len(fresh)} real items ingested after {fresh_since or 'the beginning'}"
+        sides = (f"the champion's (v{champion.number}) real training items ({len(champ_ref)})", batch)
         checks.append(from_drift(D.data_drift(items.frame(champ_ref), items.frame(fresh), dcfg, "data_drift",
-                                              drift_dir / f"{family}-data.html")))
+                                              drift_dir / f"{family}-data.html", sides)))
         checks.append(from_drift(D.embedding_drift(items.vectors(champ_ref), items.vectors(fresh), dcfg,
-                                                   "embedding_drift", drift_dir / f"{family}-embeddings.html")))
+                                                   "embedding_drift", drift_dir / f"{family}-embeddings.html", sides)))
         # like with like: only items the challenger did not train on, before and in the fresh batch
         unseen = [i for i in items.by_id if items.role[i] not in ("train", "val") and i in chal_scores]
         fresh_set = set(fresh)
-        checks.append(from_drift(D.score_drift(np.array([chal_scores[i] for i in unseen if i not in fresh_set]),
-                                               np.array([chal_scores[i] for i in unseen if i in fresh_set]), dcfg,
-                                               "prediction_drift", drift_dir / f"{family}-predictions.html")))
+        before = [chal_scores[i] for i in unseen if i not in fresh_set]
+        checks.append(from_drift(D.score_drift(
+            np.array(before), np.array([chal_scores[i] for i in unseen if i in fresh_set]), dcfg,
+            "prediction_drift", drift_dir / f"{family}-predictions.html",
+            (f"the challenger's scores on {len(before)} earlier real items it did not train on",
+             f"its scores on {batch}"))))
     else:
         checks += [Check(name, SKIPPED, ["no champion yet: nothing to compare the fresh batch with"])
                    for name in ("data_drift", "embedding_drift", "prediction_drift")]
@@ -167,8 +181,10 @@ def gather(settings: Settings, family: str, items: Items, registry: Registry, va
     train_real = [i for i in ref_ids if items.role[i] == "train"]
     reference = np.concatenate([items.vectors(train_real), synthetic]) if len(synthetic) else items.vectors(train_real)
     if len(synthetic):
+        sides = (f"the challenger's training set: {len(train_real)} real + {len(synthetic)} SYNTHETIC items",
+                 f"real items only: {'the fresh batch' if current is fresh else 'every item'} ({len(current)})")
         synth = from_drift(D.embedding_drift(reference, items.vectors(current), dcfg, "synthetic_vs_real",
-                                             drift_dir / f"{family}-synthetic.html"))
+                                             drift_dir / f"{family}-synthetic.html", sides))
         synth.figures.update(reference_real=len(train_real), reference_synthetic=int(len(synthetic)),
                              current=len(current), current_is="fresh batch" if current is fresh else "every item")
     else:

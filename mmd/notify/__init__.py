@@ -50,9 +50,6 @@ from mmd.util import atomic_write_bytes, file_lock, write_json
 log = logging.getLogger(__name__)
 
 
-
-
-
 @dataclass
 class Delivery:
     sent: list[str] = field(default_factory=list)  # message ids delivered this call (the new one and older queued ones)
@@ -65,19 +62,6 @@ class Delivery:
     def to_dict(self) -> dict:
         return {"sent": list(self.sent), "queued": list(self.queued), "errors": list(self.errors),
                 "outbox": str(self.outbox), "message_id": self.message_id, "path": self.path}
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # --- the outbox --------------------------------------------------------------------------
@@ -138,15 +122,9 @@ def _read_sidecar(eml: Path) -> dict:
         return {}
 
 
-
-
-
-
 def _locked(outbox: Path):
     """One flush at a time per outbox (no message sent twice by two flushes); False when busy."""
     return file_lock(outbox / ".lock", wait=False)
-
-
 
 
 def _record_failure(eml: Path, error: str) -> None:
@@ -267,7 +245,7 @@ def _flush_into(cfg: NotifyConfig, outbox: Path, env: Mapping[str, str] | None, 
 
 def send_report(cfg: NotifyConfig, data_dir: Path, html_body: str, summary: str,
                 attachments: Sequence[Path] = (), env: Mapping[str, str] | None = None,
-                key: str | None = None) -> Delivery:
+                key: str | None = None, text: str | None = None, links: Mapping[Path, str] | None = None) -> Delivery:
     """Write the report into the outbox, then flush the outbox (older queued messages first).
 
     Attachments are `cfg.attach` (relative paths under `data_dir`) and then `attachments`.
@@ -281,7 +259,7 @@ def send_report(cfg: NotifyConfig, data_dir: Path, html_body: str, summary: str,
     if not cfg.enabled:
         return delivery
     files = [p if p.is_absolute() else Path(data_dir) / p for p in map(Path, cfg.attach)] + [Path(p) for p in attachments]
-    msg = build_message(cfg, html_body, summary, files, key=key)
+    msg = build_message(cfg, html_body, summary, files, key=key, text=text, links=links)
     delivery.message_id = str(msg["Message-ID"])
     try:
         if key and (earlier := already_written(outbox, delivery.message_id)):

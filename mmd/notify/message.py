@@ -11,7 +11,7 @@ import mimetypes
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from mmd.config.cycle import NotifyConfig
 from mmd.items import now_iso
@@ -41,19 +41,29 @@ def _when(when: str | None) -> datetime:
     return datetime.fromisoformat(now_iso())
 
 
+def _linked(note: str) -> str:
+    """A left-out attachment's note as HTML, its URL (if any) a link."""
+    head, sep, url = note.rpartition("; open it at ")
+    if not sep:
+        return html.escape(note)
+    return f'{html.escape(head)}; <a href="{html.escape(url)}">open it</a>'
+
+
 def _one_line(text: str) -> str:
     """Header-safe: no line breaks (they would be a header injection, and policy refuses them)."""
     return " ".join(text.split())
 
 
 def build_message(cfg: NotifyConfig, html_body: str, summary: str, attachments: Sequence[Path],
-                  when: str | None = None, key: str | None = None) -> EmailMessage:
-    """The report: a short plain-text part, then the HTML body, then the attachments.
+                  when: str | None = None, key: str | None = None, text: str | None = None,
+                  links: Mapping[Path, str] | None = None) -> EmailMessage:
+    """The report: the plain-text part (`text`, else a short note), then the HTML body, then the attachments.
 
-    Attachments that are missing, not files, or over `max_attachment_bytes` are left out and
-    named in the plain-text part (and in a note at the end of the HTML, which is what most
-    mail clients show). `when` (ISO time; default now) gives the Date header and `{date}`;
-    `key` (what the message reports on, e.g. one gate decision) makes the Message-ID stable.
+    Attachments that are missing, not files, over `max_attachment_bytes`, or that would take the
+    attachments past `max_message_bytes` are left out and named in the plain-text part (and in a
+    note at the end of the HTML, which is what most mail clients show), with the URL where they
+    open when `links` has one for them. `when` (ISO time; default now) gives the Date header and
+    `{date}`; `key` (what the message reports on, e.g. one gate decision) makes the Message-ID stable.
     """
     dt = _when(when)
     domain = cfg.sender.rpartition("@")[2] or "localhost"
@@ -66,39 +76,48 @@ def build_message(cfg: NotifyConfig, html_body: str, summary: str, attachments: 
                          else email.utils.make_msgid(idstring="mmd", domain=domain))
     msg["Auto-Submitted"] = "auto-generated"  # no vacation replies to the pipeline
 
+    urls = {Path(k).resolve(): v for k, v in (links or {}).items()}
     included: list[tuple[Path, bytes]] = []
     skipped: list[str] = []
     seen: set[Path] = set()
+    total = 0
     for p in attachments:
         path = Path(p)
         key = path.resolve()
         if key in seen:
             continue
         seen.add(key)
+        where = f"open it at {urls[key]}" if key in urls else f"on the server at {path}"
         try:
             if not path.is_file():
                 skipped.append(f"{path.name}: not found")
                 continue
             size = path.stat().st_size
             if size > cfg.max_attachment_bytes:
-                skipped.append(f"{path.name}: {_size_text(size)}, over the {_size_text(cfg.max_attachment_bytes)} limit "
-                               f"(on the server at {path})")
+                skipped.append(f"{path.name}: {_size_text(size)}, over the {_size_text(cfg.max_attachment_bytes)} "
+                               f"limit; {where}")
+                continue
+            if total + size > cfg.max_message_bytes:
+                skipped.append(f"{path.name}: {_size_text(size)} would take the attachments past "
+                               f"{_size_text(cfg.max_message_bytes)}; {where}")
                 continue
             included.append((path, path.read_bytes()))
+            total += size
         except OSError as e:
             skipped.append(f"{path.name}: unreadable ({type(e).__name__})")
 
-    text = [summary.strip() or "mmd cycle report", "", "The full report is the HTML part of this message."]
+    lines = [text.rstrip() if text and text.strip() else
+             (summary.strip() or "mmd cycle report") + "\n\nThe full report is the HTML part of this message."]
     if included:
-        text += ["", "Attached:"] + [f"  - {p.name} ({_size_text(len(b))})" for p, b in included]
+        lines += ["", "Attached:"] + [f"  - {p.name} ({_size_text(len(b))})" for p, b in included]
     if skipped:
-        text += ["", "Left out:"] + [f"  - {s}" for s in skipped]
-    msg.set_content("\n".join(text) + "\n")
+        lines += ["", "Left out:"] + [f"  - {s}" for s in skipped]
+    msg.set_content("\n".join(lines) + "\n")
 
     body = html_body
     if skipped:
         note = ("<hr><p><b>Attachments left out:</b></p><ul>"
-                + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")
+                + "".join(f"<li>{_linked(s)}</li>" for s in skipped) + "</ul>")
         i = body.lower().rfind("</body>")
         body = body[:i] + note + body[i:] if i >= 0 else body + note
     msg.add_alternative(body, subtype="html")

@@ -38,7 +38,8 @@ def _sample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return x[np.sort(rng.choice(len(x), size=n, replace=False))]
 
 
-def _pca_png(ref: np.ndarray, cur: np.ndarray, title: str, max_points: int = 2000) -> str:
+def _pca_png(ref: np.ndarray, cur: np.ndarray, title: str, max_points: int = 2000,
+             labels: tuple[str, str] = ("reference", "current")) -> str:
     """Both sets on the first two principal components of the two together (so a shift
     between them shows), as a base64 PNG."""
     from matplotlib.figure import Figure
@@ -54,8 +55,8 @@ def _pca_png(ref: np.ndarray, cur: np.ndarray, title: str, max_points: int = 200
     r2, c2 = (ref - mean) @ comps, (cur - mean) @ comps
     fig = Figure(figsize=(6, 5), dpi=90)
     ax = fig.add_subplot()
-    ax.scatter(r2[:, 0], r2[:, 1], s=6, alpha=0.4, label="reference", color="tab:blue")
-    ax.scatter(c2[:, 0], c2[:, 1], s=6, alpha=0.4, label="current", color="tab:red")
+    ax.scatter(r2[:, 0], r2[:, 1], s=6, alpha=0.4, label=labels[0], color="tab:blue")
+    ax.scatter(c2[:, 0], c2[:, 1], s=6, alpha=0.4, label=labels[1], color="tab:red")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(title)
@@ -72,11 +73,12 @@ def _embedding_html(check: DriftCheck, png_b64: str, path: Path) -> str:
     rows = [("status", check.status), ("method", check.method), ("score", _fmt(check.score)),
             ("threshold", _fmt(check.threshold))]
     rows += [(k, v) for k, v in check.details.items() if not isinstance(v, (dict, list))]
-    return str(write_page(path, "drift.html", check=check, rows=rows, png=png_b64))
+    sides = (check.details.get("reference_is"), check.details.get("current_is"))
+    return str(write_page(path, "drift.html", check=check, rows=rows, png=png_b64, sides=sides if all(sides) else None))
 
 
 def embedding_drift(reference: np.ndarray, current: np.ndarray, cfg: DriftConfig, name: str = "embedding_drift",
-                    html: Path | None = None) -> DriftCheck:
+                    html: Path | None = None, sides: tuple[str, str] | None = None) -> DriftCheck:
     """Drift between two sets of (N, d) vectors with Evidently's embedding drift method
     `cfg.embedding_method` at `cfg.embedding_threshold`, on a seeded sample of at most
     `cfg.max_rows` per side (the method only; see the module docstring on t-SNE)."""
@@ -121,7 +123,10 @@ def embedding_drift(reference: np.ndarray, current: np.ndarray, cfg: DriftConfig
         details={**sizes, "reference_sampled": int(len(ref_s)), "current_sampled": int(len(cur_s)),
                  "evidently_method": str(evidently_name), "seed": cfg.seed,
                  "mean_distance": float(np.linalg.norm(ref_s.mean(axis=0) - cur_s.mean(axis=0)))})
+    if sides:
+        check.details.update(reference_is=sides[0], current_is=sides[1])
     if html is not None:
-        png = _pca_png(ref_s, cur_s, f"{name}: {check.status}")
+        short = tuple(s if len(s) <= 40 else s[:39] + "…" for s in sides) if sides else ("reference", "current")
+        png = _pca_png(ref_s, cur_s, f"{name}: {check.status}", labels=short)
         check.html = _embedding_html(check, png, html)
     return check

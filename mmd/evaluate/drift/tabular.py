@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -16,18 +18,32 @@ from mmd.evaluate.drift.frame import _category
 # Evidently reports
 
 
-def save_html(snapshot_or_report: Any, path: Path) -> str:
-    """Write an Evidently snapshot (the result of `Report.run`) as a standalone HTML page.
+def sides_banner(sides: tuple[str, str] | None) -> str:
+    """One line naming what each side of a drift page is (Evidently's pages say only "reference" and "current")."""
+    if not sides:
+        return ""
+    ref, cur = (html_escape(s) for s in sides)
+    return ('<div style="font:14px sans-serif;padding:8px 12px;background:#f3f4f6;border-bottom:1px solid #ccc">'
+            f'<b>Reference</b>: {ref} &nbsp;&middot;&nbsp; <b>Current</b>: {cur}</div>')
+
+
+def save_html(snapshot_or_report: Any, path: Path, sides: tuple[str, str] | None = None) -> str:
+    """Write an Evidently snapshot (the result of `Report.run`) as a standalone HTML page, with a line at
+    the top naming its two sides when `sides` (reference, current) is given.
 
     Evidently 0.7's `Snapshot.save_html` only writes when given a *str*; a `Path`
-    is silently ignored, hence the conversion here.
+    is silently ignored, hence `get_html_str`.
     """
+    from mmd.util import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if hasattr(snapshot_or_report, "get_html_str"):
-        path.write_text(snapshot_or_report.get_html_str(as_iframe=False), encoding="utf-8")
-    else:  # a legacy Report or anything else with save_html(str)
-        snapshot_or_report.save_html(str(path))
+    page = snapshot_or_report.get_html_str(as_iframe=False)
+    if sides:
+        m = re.search(r"<body[^>]*>", page, flags=re.IGNORECASE)
+        at = m.end() if m else 0
+        page = page[:at] + sides_banner(sides) + page[at:]
+    atomic_write_text(path, page)
     return str(path)
 
 
@@ -91,7 +107,7 @@ def _prepare(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) ->
 
 
 def data_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig, name: str = "data_drift",
-               html: Path | None = None) -> DriftCheck:
+               html: Path | None = None, sides: tuple[str, str] | None = None) -> DriftCheck:
     """Per-column drift with the configured methods (Evidently's DataDriftPreset).
 
     Columns of `cfg.columns` absent from either frame, or entirely missing (all NaN) on
@@ -167,12 +183,14 @@ def data_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig,
                                 "drifted_count": len(drifted), "tested_count": len(usable)})
     if html is not None:
         # ~0.1 s: the page is a fixed ~4 MB JS bundle plus the plots' data.
-        check.html = save_html(snapshot, html)
+        check.html = save_html(snapshot, html, sides)
+    if sides:
+        check.details.update(reference_is=sides[0], current_is=sides[1])
     return check
 
 
 def score_drift(reference: np.ndarray, current: np.ndarray, cfg: DriftConfig, name: str = "prediction_drift",
-                html: Path | None = None) -> DriftCheck:
+                html: Path | None = None, sides: tuple[str, str] | None = None) -> DriftCheck:
     """Drift of a model's scores (1-d) with cfg.num_method / cfg.num_threshold (Evidently
     ValueDrift on a "score" column). NaN scores are dropped before counting rows."""
     method = f"{cfg.num_method} on the score column"
@@ -208,5 +226,7 @@ def score_drift(reference: np.ndarray, current: np.ndarray, cfg: DriftConfig, na
         details={**sizes, "columns": {"score": res},
                  "reference_mean": float(ref.mean()), "current_mean": float(cur.mean())})
     if html is not None:
-        check.html = save_html(snapshot, html)
+        check.html = save_html(snapshot, html, sides)
+    if sides:
+        check.details.update(reference_is=sides[0], current_is=sides[1])
     return check
