@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test venv serve clean-demo lint experiment-synthetic experiment-cmc experiment-rgcl
+.PHONY: demo test test-fast venv serve clean-demo lint experiment-synthetic experiment-cmc experiment-rgcl
 
 venv: $(STAMP)
 
@@ -27,8 +27,13 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/python -m flows.deploy serve
 
+# every tier (what CI runs); the 25 slowest tests are listed at the end
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
+
+# the fast tier for a developer's loop: no whole cycles, DVC projects, flows, browsers or real data
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not realdata"
 
 # Zeng et al.'s open questions on the real datasets in ../shared/datasets:
 # writes docs/experiments/synthetic-selection.{json,png} and its table

@@ -16,7 +16,7 @@ seed, through experiments/rgcl_authors.py, and its RKC and head join the table (
 as their loop does: the best dev accuracy of the head, dev = the same 15% carve).
 With `--ablation` the RGCL rows are instead one per entry of ABLATIONS (the defaults, the
 authors' recipe in this code, single choices undone, and the recipe before the study), written
-to rgcl-ablation-table.md / .json (RGCL-STUDY.md on the branch rgcl-study).
+to rgcl-ablation-table.md / .json (docs/experiments/rgcl-study.md).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def logistic_regression(data, seed: int) -> np.ndarray:
 
 
 # The defaults against the authors' recipe and each of its choices undone one at a time, and
-# the recipe before the study (RGCL-STUDY.md): RGCLConfig overrides
+# the recipe before the study (docs/experiments/rgcl-study.md): RGCLConfig overrides
 PRE_STUDY = {"loss": "infonce", "positive": "other", "mining_query": "refresh", "mined_from": "live",
              "normalize_projections": False, "input_norm": "layernorm", "grad_clip": 5.0, "weight_decay": 1e-4,
              "input_dropout": 0.1, "fusion_dropout": 0.2, "dropout": 0.2, "head_relu": False,

@@ -205,7 +205,7 @@ def _trained(tmp_path_factory, tiny_open_clip):
 
     root = tmp_path_factory.mktemp("rgcl")
     # not the default L2-normalised projections of raw features: their product starts every embedding within
-    # ~1e-4 in cosine of every other (RGCL-STUDY.md), and 6 epochs on 30 memes leave neighbours 1e-6 apart,
+    # ~1e-4 in cosine of every other (docs/experiments/rgcl-study.md), and 6 epochs on 30 memes leave neighbours 1e-6 apart,
     # where the store's float32 cosines and torch's order them differently
     settings = prepare_demo_project(root, tiny_open_clip, dict(memes=30, claims=12, posts=24),
                                     rgcl=dict(map_dim=32, epochs=6, lr=2e-3, rkc={"k": 5},
@@ -292,7 +292,7 @@ def test_predict_with_the_head_and_train_from_the_cli(project):
     assert (scores.variant == "head").all() and scores.score.between(0, 1).all()
 
 
-# --------------------------------------------------------------------------- the authors' recipe (RGCL-STUDY.md)
+# --------------------------------------------------------------------------- the authors' recipe (docs/experiments/rgcl-study.md)
 def test_the_triplet_loss_matches_a_hand_computed_case():
     g = torch.tensor(_unit(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, -0.5]])))
     labels = torch.tensor([1, 0, 1, 1])
@@ -490,10 +490,10 @@ def test_the_defaults_are_the_authors_recipe_and_params_yaml_says_the_same():
 
     cfg = RGCLConfig()
     assert (cfg.loss, cfg.triplet_margin, cfg.positive, cfg.mining_query, cfg.mined_from) == \
-        ("triplet", 0.1, "self", "refresh", "snapshot")  # self and refresh: not the authors' (RGCL-STUDY.md)
+        ("triplet", 0.1, "self", "refresh", "snapshot")  # self and refresh: not the authors' (docs/experiments/rgcl-study.md)
     assert (cfg.normalize_projections, cfg.input_norm, cfg.head_relu) == (True, "none", True)
     assert (cfg.input_dropout, cfg.fusion_dropout, cfg.dropout, cfg.weight_decay) == (0.2, 0.4, 0.1, 0.01)
     assert (cfg.early_stop, cfg.patience, cfg.epochs, cfg.rkc.weighting, cfg.rkc.k) == \
         ("head_acc", 30, 30, "rank_similarity", 20)
-    assert cfg.grad_clip == 5.0  # not the authors' 0.1: see RGCL-STUDY.md
+    assert cfg.grad_clip == 5.0  # not the authors' 0.1: see docs/experiments/rgcl-study.md
     assert RGCLConfig.model_validate(default_params()["rgcl"]) == cfg

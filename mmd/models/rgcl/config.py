@@ -1,6 +1,6 @@
 """RGCL's knobs (the `rgcl` section of params.yaml). Defaults follow the authors' code
 (JingbiaoMei/RGCL, src/run_rac.py run as scripts/experiments.sh runs it) where it did
-better on HarMeme than what this project had (RGCL-STUDY.md on the branch rgcl-study):
+better on HarMeme than what this project had (docs/experiments/rgcl-study.md):
 map_dim 1024, 3 MLP layers, batch 64, lr 1e-4, 30 epochs, the triplet form of the loss,
 in-batch negatives plus one hard negative, BCE mixed in with weight 0.5, L2-normalised
 projections, their dropouts, AdamW weight decay 0.01, the epoch with the best head
