@@ -312,6 +312,21 @@ def test_metrics_match_a_hand_count_and_sklearn():
     assert expected_calibration_error(np.array([1, 0]), np.array([1.0, 0.0])) == 0.0
 
 
+def test_a_separated_validation_split_does_not_make_the_scores_zero_or_one():
+    """A small val split the model separates: hard targets would push T to its bound and the scores to 0/1."""
+    from mmd.models.cmc.predictor import probabilities
+
+    y = np.array([0] * 6 + [1] * 6)
+    margin = np.linspace(0.5, 3.0, 6)
+    logits = np.stack([np.zeros(12), np.concatenate([-margin, margin])], axis=1)
+    t = fit_temperature(logits, y)
+    assert 0.1 < t < 20.0
+    p = probabilities(logits, t)
+    assert ((p > 0.01) & (p < 0.99)).all() and ((p >= 0.5) == (y == 1)).all()
+    # confident, not certain: the fit aims at 7/8 for a class of six
+    assert 0.75 < p[y == 1].mean() < 0.95 and 0.05 < p[y == 0].mean() < 0.25
+
+
 def test_temperature_scaling_calibrates_overconfident_logits():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 2000)

@@ -153,8 +153,12 @@ def roc_points(y: Sequence[int], p: Sequence[float]) -> tuple[np.ndarray, np.nda
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
-    """The T > 0 minimising the NLL of softmax(logits / T) on (logits, y): one parameter, so it
-    moves confidence without changing any prediction. 1.0 when there is nothing to fit on."""
+    """The T > 0 minimising the cross-entropy of softmax(logits / T) on (logits, y): one parameter, so it
+    moves confidence without changing any prediction. 1.0 when there is nothing to fit on.
+
+    The targets are Platt's: a class of n examples gets (n + 1) / (n + 2) on its own label, not 1. With
+    hard targets a validation split the model separates (a small one often is) drives T to its lower
+    bound and every score to 0 or 1; with these the fit stays finite and the scores stay probabilities."""
     from scipy.optimize import minimize_scalar
     from scipy.special import log_softmax
 
@@ -162,11 +166,16 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, floa
     y = np.asarray(y).astype(int)
     if len(y) == 0 or len(np.unique(y)) < 2:
         return 1.0
+    k = logits.shape[1]
+    counts = np.bincount(y, minlength=k)
+    own = (counts[y] + 1) / (counts[y] + 2)
+    targets = np.repeat(((1 - own) / (k - 1))[:, None], k, axis=1)
+    targets[np.arange(len(y)), y] = own
 
-    def nll(log_t: float) -> float:
-        return float(-log_softmax(logits / np.exp(log_t), axis=1)[np.arange(len(y)), y].mean())
+    def loss(log_t: float) -> float:
+        return float(-(targets * log_softmax(logits / np.exp(log_t), axis=1)).sum(axis=1).mean())
 
-    res = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded")
+    res = minimize_scalar(loss, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded")
     return float(np.exp(res.x))
 
 
