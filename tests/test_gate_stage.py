@@ -130,6 +130,9 @@ def test_the_first_model_of_each_family_is_promoted(_first_cycle):
         assert v.number == 1 and (v.path / "reference.parquet").is_file() and v.lineage["data_cutoff"]
         card = (v.path / "card.md").read_text()
         assert "passed" in card and "every enforced check passed" in card
+        # the card carries the holdout figures (ROC, reliability, ...), inlined in its page
+        assert (v.path / "holdout-evaluation.png").is_file() and "](holdout-evaluation.png)" in card
+        assert "data:image/png;base64," in (v.path / "card.html").read_text()
     evaluation = json.loads((root / "reports" / "evaluate.json").read_text())
     for family in FAMILIES:
         m = evaluation["families"][family]["holdout"]

@@ -7,6 +7,7 @@ atomically (`mmd.registry`), so a crash leaves the old champion or the new one.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
@@ -53,7 +54,7 @@ def act(settings: Settings, family: str, evidence: Evidence, items: Items, regis
     version, created = registry.register(family, folder, lin, {"holdout": metrics["challenger"]["holdout"],
                                                                  "holdout_id": metrics.get("holdout_id")},
                                          {"reference.parquet": staging / "reference.parquet",
-                                          "evaluation.json": staging / "evaluation.json"})
+                                          "evaluation.json": staging / "evaluation.json", **_figures(settings, family)})
     reason = "; ".join(decision.reasons)
     if decision.action == "promote":
         registry.promote(family, version.number, reason, decision.to_dict())
@@ -69,3 +70,15 @@ def act(settings: Settings, family: str, evidence: Evidence, items: Items, regis
                             "labelled": sum(1 for i in fresh if items.by_id[i]["label"] is not None)},
             "version": {"number": version.number, "created": created, "card": str(version.path / "card.html")},
             "champion_after": None if after is None else after.number}
+
+
+def _figures(settings: Settings, family: str) -> dict[str, Path]:
+    """The holdout figures evaluate drew for this challenger (ROC, reliability, histograms, confusion;
+    the score distribution), kept with the version for its model card."""
+    from mmd.registry.card import FIGURES
+    from mmd.results import EvaluateReport
+
+    report = EvaluateReport.read(settings.layout)
+    ev = report.families.get(family) if report else None
+    plots = (ev.plots or {}) if ev else {}
+    return {name: Path(plots[key]) for key, name in FIGURES.items() if plots.get(key) and Path(plots[key]).is_file()}

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 from typing import Any
 
-from mmd.pages import render
+from mmd.pages import png_base64, render
 from mmd.registry.provenance import Version
 
 LIMITATIONS = [
@@ -22,6 +23,13 @@ LIMITATIONS = [
 
 CONFIG_ESSENTIALS = ("variant", "recipe", "base_model", "scorer", "finetuned", "temperature", "label_names",
                      "best_epoch", "best_epochs")
+
+
+# evaluate's plots (EvaluateReport.families[f].plots key) -> the file kept beside the version
+FIGURES = {"evaluation": "holdout-evaluation.png", "scores": "holdout-scores.png"}
+FIGURE_CAPTIONS = {"holdout-evaluation.png": "On the holdout: ROC, reliability of the calibrated scores, score "
+                                             "histograms per class, confusion matrix",
+                   "holdout-scores.png": "Scores on the holdout"}
 
 
 def _md(value: Any) -> str:
@@ -162,6 +170,8 @@ def render_card(version: Version, config: dict, evaluation: dict | None = None,
     if evaluation is None:
         lines += ["Registered metrics (from training):", ""]
     lines += _metrics_lines(evaluation if evaluation is not None else version.metrics)
+    shown = [(name, what) for name, what in FIGURE_CAPTIONS.items() if (Path(version.path) / name).is_file()]
+    lines += [f"![{what}]({name})\n" for name, what in shown]
     if decision is not None:
         lines += ["## Gate decision", ""] + _decision_lines(decision)
     family = _family(version.family)
@@ -175,4 +185,8 @@ def card_page(version: Version, text: str) -> str:
     import markdown
 
     body = markdown.markdown(text, extensions=["tables"], output_format="html")
+    # the figures inlined, so the page reads the same as a file, in the app or attached
+    for name in FIGURE_CAPTIONS:
+        if f'src="{name}"' in body and (png := png_base64(Path(version.path) / name)):
+            body = body.replace(f'src="{name}"', f'src="data:image/png;base64,{png}"')
     return render("card.html", title=f"{version.name} model card", body=body)
