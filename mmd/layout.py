@@ -61,6 +61,7 @@ VALIDATE_QUARANTINE = _d("validated/quarantine.parquet")
 VALIDATE_RAW = _d("validated/raw")
 VALIDATION_REPORT = _r("validation.json")
 VALIDATION_HTML = _r("validation.html")
+VALIDATION_DOCS = _r("validation-docs")              # Great Expectations' Data Docs of the last run
 VALIDATE_STATE = _d("validated/state.json")          # which rules validated the snapshot (incremental runs)
 # embed, index
 VECTORS = _d("embeddings/items.parquet")
@@ -207,7 +208,8 @@ STAGE_IO: dict[str, StageIO] = {
              "so it always runs and costs little when nothing is new"),
     "validate": StageIO(
         deps=(INGESTED, IMAGES), code=("mmd/validate",),
-        outs=(Out(VALIDATED, persist=True), _report(VALIDATION_HTML), *_metrics(VALIDATION_REPORT, "validate")),
+        outs=(Out(VALIDATED, persist=True), _report(VALIDATION_HTML), _report(VALIDATION_DOCS),
+              *_metrics(VALIDATION_REPORT, "validate")),
         note="incremental: only rows not validated before are checked (all of them again when the\n"
              "validate section changes), so the snapshot is kept between runs (persist)"),
     "embed": StageIO(

@@ -115,6 +115,13 @@ def test_reports_are_written(demo):
     assert "<h1>Validation: passed</h1>" in page
     assert "134 items in, 133 accepted, 1 quarantined" in page
     assert result.html_path == s.reports_dir / "validation.html"
+    # Great Expectations' own Data Docs of the run, linked from the page: each kind's suite and its result
+    docs = s.reports_dir / "validation-docs"
+    assert 'href="validation-docs/index.html"' in page and (docs / "index.html").is_file()
+    assert {p.name for p in (docs / "expectations").iterdir()} >= {"mmd-meme.html", "mmd-fact_check.html"}
+    (meme_result,) = (docs / "validations" / "mmd-meme").rglob("*.html")
+    shown = meme_result.read_text()
+    assert "Expectation Validation Result" in shown and "Unsuccessful Expectations" in shown  # the one too-long text
 
 
 # ----------------------------------------------------------------------------- batch-level failures
@@ -261,8 +268,10 @@ def test_validation_is_incremental_and_starts_over_when_its_rules_change(tmp_pat
     run_ingest(s, show_progress=False)
     second = run_validate(s)
     assert (second.total, second.incremental, second.total_items) == (3, True, 9)  # only the new rows
+    assert (s.reports_dir / "validation-docs" / "snapshot-shares" / "index.html").is_file()  # the shares, over 9
     nothing = run_validate(s)
     assert (nothing.total, nothing.passed, nothing.total_items) == (0, True, 9)
+    assert "Nothing new to validate" in (s.reports_dir / "validation-docs" / "index.html").read_text()
     params = yaml.safe_load(s.params_file.read_text())
     params.setdefault("validate", {}).setdefault("kinds", kinds())["fact_check"]["text_max_chars"] = 1999
     s.params_file.write_text(yaml.safe_dump(params))

@@ -108,23 +108,40 @@ def prepare(df: pd.DataFrame, data_root: Path) -> pd.DataFrame:
     return out
 
 
-def _describe(exp) -> str:
-    given = exp.configuration.kwargs
+def _describe(config) -> str:
+    """An expectation (or the configuration a result carries) as `type(column, bounds)`."""
+    given = config.kwargs if hasattr(config, "kwargs") else config.configuration.kwargs
+    kind = getattr(config, "type", None) or config.expectation_type
     kw = {k: v for k, v in given.items()
           if v is not None and (k in ("min_value", "max_value", "regex") or (k == "value_set" and len(v) <= 5))}
     col = given.get("column")
     args = ", ".join([*([col] if col else []), *(f"{k}={v}" for k, v in kw.items())])
-    return f"{exp.expectation_type}({args})"
+    return f"{kind}({args})"
 
 
-def validate_frame(df: pd.DataFrame, settings: Settings, rows: bool = True,
-                   batches: bool = True) -> tuple[dict[int, list[str]], list[BatchCheck]]:
-    """Run the suites; returns {row: [failed expectations]} and the batch-level checks.
+def _docs_site(ctx, docs_dir: Path) -> None:
+    """Great Expectations' own Data Docs of this run (the suites and their results) in `docs_dir`."""
+    import shutil
+
+    shutil.rmtree(docs_dir, ignore_errors=True)  # this run's results only, as the context keeps them
+    ctx.add_data_docs_site("mmd", {"class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                                   "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                                                     "base_directory": str(docs_dir)}})
+
+
+def validate_frame(df: pd.DataFrame, settings: Settings, rows: bool = True, batches: bool = True,
+                   docs_dir: Path | None = None) -> tuple[dict[int, list[str]], list[BatchCheck]]:
+    """Run each kind's suite through a Checkpoint; returns {row: [failed expectations]} and the batch-level
+    checks. With `docs_dir`, the Checkpoint also writes Great Expectations' Data Docs there.
 
     `rows` / `batches` pick the per-row expectations and the ones over the whole batch (shares, counts):
     an incremental run checks its new rows one by one and the shares over the snapshot they join."""
+    import great_expectations as gx
+
     cfg = settings.params.validate_
     ctx = _context()
+    if docs_dir is not None:
+        _docs_site(ctx, docs_dir)
     source = ctx.data_sources.add_pandas("items")
     failures: dict[int, list[str]] = defaultdict(list)
     checks: list[BatchCheck] = []
@@ -135,22 +152,34 @@ def validate_frame(df: pd.DataFrame, settings: Settings, rows: bool = True,
                 failures[int(row)].append(f"kind {kind!r} has no validation rules (validate.kinds)")
             continue
         rules = cfg.kinds[kind]
-        batch = source.add_dataframe_asset(f"kind_{kind}").add_batch_definition_whole_dataframe("all").get_batch(
-            batch_parameters={"dataframe": part.reset_index(drop=True)}
-        )
-        fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]}
-        for exp in row_expectations(kind, rules) if rows else []:
-            res = batch.validate(exp, result_format=fmt)
-            if res.exception_info and res.exception_info.get("raised_exception"):
-                raise RuntimeError(f"expectation {exp.expectation_type} could not run: {res.exception_info['exception_message']}")
-            for hit in res.result.get("unexpected_index_list") or []:
-                failures[int(hit["_row"])].append(_describe(exp))
-        for exp in batch_expectations(kind, rules, 1) if batches else []:
-            if exp.expectation_type == "expect_column_mean_to_be_between" and part["label"].notna().sum() == 0:
-                continue  # nothing labeled: a share of nothing is not a finding
-            res = batch.validate(exp)
-            checks.append(BatchCheck(kind, _describe(exp), bool(res.success), res.result.get("observed_value"),
-                                     "" if res.success else ADVICE.get(exp.expectation_type, "")))
+        exps = [(e, "row") for e in (row_expectations(kind, rules) if rows else [])]
+        exps += [(e, "batch") for e in (batch_expectations(kind, rules, 1) if batches else [])
+                 # nothing labelled: a share of nothing is not a finding
+                 if not (e.expectation_type == "expect_column_mean_to_be_between" and part["label"].notna().sum() == 0)]
+        if not exps:
+            continue
+        for n, (e, scope) in enumerate(exps):
+            e.meta = {**(e.meta or {}), "mmd_scope": scope, "mmd_index": n}
+        suite = ctx.suites.add(gx.ExpectationSuite(name=f"mmd-{kind}", expectations=[e for e, _ in exps]))
+        definition = ctx.validation_definitions.add(gx.ValidationDefinition(
+            name=f"validate-{kind}", suite=suite,
+            data=source.add_dataframe_asset(f"kind_{kind}").add_batch_definition_whole_dataframe("all")))
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["mmd"])] if docs_dir else []
+        checkpoint = ctx.checkpoints.add(gx.Checkpoint(
+            name=f"mmd-{kind}", validation_definitions=[definition], actions=actions,
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]}))
+        run = checkpoint.run(batch_parameters={"dataframe": part.reset_index(drop=True)})
+        results = [er for suite_result in run.run_results.values() for er in suite_result.results]
+        for er in sorted(results, key=lambda r: (r.expectation_config.meta or {}).get("mmd_index", 0)):
+            config = er.expectation_config
+            if er.exception_info and er.exception_info.get("raised_exception"):
+                raise RuntimeError(f"expectation {config.type} could not run: {er.exception_info['exception_message']}")
+            if (config.meta or {}).get("mmd_scope") == "row":
+                for hit in er.result.get("unexpected_index_list") or []:
+                    failures[int(hit["_row"])].append(_describe(config))
+            else:
+                checks.append(BatchCheck(kind, _describe(config), bool(er.success), er.result.get("observed_value"),
+                                         "" if er.success else ADVICE.get(config.type, "")))
     return failures, checks
 
 
@@ -185,7 +214,8 @@ def run_validate(settings: Settings) -> ValidationResult:
         if done else ingested
     df = _frame(table)
     incremental = same_rules and before.num_rows > 0
-    failures, checks = validate_frame(df, settings, batches=not incremental) if len(df) else ({}, [])
+    failures, checks = (validate_frame(df, settings, batches=not incremental, docs_dir=at.validation_docs)
+                        if len(df) else ({}, []))
 
     bad_rows = sorted(failures)
     records: list[QuarantineRecord] = []
@@ -206,8 +236,8 @@ def run_validate(settings: Settings) -> ValidationResult:
     accepted = table.filter(pa.array(keep.to_numpy()))
     snapshot = pa.concat_tables([before, accepted])
     if incremental and accepted.num_rows:  # the shares are the snapshot's, not those of a night's few rows
-        checks = validate_frame(_frame(snapshot),
-                                settings, rows=False)[1]
+        checks = validate_frame(_frame(snapshot), settings, rows=False,
+                                docs_dir=at.validation_docs / "snapshot-shares")[1]
     write_table(snapshot, at.items)
     if not same_rules:  # every row was validated again: the quarantine is this run's
         at.validate_quarantine.unlink(missing_ok=True)
@@ -238,6 +268,13 @@ def run_validate(settings: Settings) -> ValidationResult:
     from mmd.results import ValidateReport
 
     ValidateReport.model_validate({"validated_at": now_iso(), **result.to_dict()}).write(at)
+    if not len(df):  # nothing new: no suite ran, and the Data Docs say so rather than show an old run
+        import shutil
+
+        shutil.rmtree(at.validation_docs, ignore_errors=True)
+        at.validation_docs.mkdir(parents=True)
+        (at.validation_docs / "index.html").write_text("<!doctype html><title>Data Docs</title><p>Nothing new to "
+                                                       f"validate at {now_iso()}: no suite ran.</p>\n", encoding="utf-8")
     write_html(result, at.validation_html)
     if result.failures:
         raise ValidationFailed("validation failed:\n- " + "\n- ".join(result.failures))
