@@ -77,6 +77,7 @@ def test_a_project_on_real_data_runs_its_cycle_through_dvc_and_resumes_after_a_k
         {"name": "harmeme", "type": "memes", "preset": "harmeme", "files": [str(shared / "harmeme" / "val.jsonl")],
          "images_dir": str(shared / "harmeme" / "images")},
         {"name": "datacommons", "type": "claimreview", "location": str(shared / "claimreview")}]
+    params["ingest"]["allowed_roots"] = [str(shared)]  # sources outside the project are refused unless allowed
     params["train"] = {**params["train"], "holdout_fraction": 0.3}
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     root = tmp_path / "real"
