@@ -86,3 +86,37 @@ def test_with_the_mail_server_down_the_cycle_completes_and_the_next_cycle_delive
         gated = json.loads(attached["gate.json"].get_content())
         assert gated["gated_at"] == cycle["gate"].result.gated_at
     assert not list(outbox.glob("*.eml")) and len(list((outbox / "sent").glob("*.eml"))) == 2
+
+
+def test_a_cycle_with_a_poisoned_file_in_its_inbox_completes_and_the_next_reads_nothing_again(tmp_path, tiny_open_clip):
+    """One file no parser survives (ten thousand nested brackets) among a day's new files: it is quarantined
+    whole with its reason, the files after it are read, the cycle gates and mails; with the file removed,
+    the next ingest re-reads none of the others."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.retrain import retrain_flow
+    from mmd.cycle import run_stage
+    from mmd.demo import generate
+
+    from .conftest import prepare_demo_project
+
+    settings = prepare_demo_project(tmp_path, tiny_open_clip, dict(memes=24, claims=12, posts=18), **SMALL)
+    inbox = settings.path("inbox")
+    generate(inbox, settings.params.demo, batch=1)  # the day's new files
+    poison = inbox / "0-poison.json"                # sorted before every other file
+    poison.write_text("[" * 10_000 + "]" * 10_000)
+    with prefect_test_harness(server_startup_timeout=120):
+        ran = retrain_flow(str(settings.params_file), use_dvc=False)
+    ingested = json.loads((settings.reports_dir / "ingest.json").read_text())
+    (source,) = ingested["sources"]
+    assert source["reconciled"] and source["quarantined"] >= 1 and source["accepted"] > 0
+    assert source["quarantine_reasons"].get("json_too_deep") == 1
+    gate = json.loads((settings.reports_dir / "gate.json").read_text())
+    assert {d["action"] for d in gate["families"].values()} <= {"promote", "hold"} and gate["families"]
+    assert ran["email"]["path"] and ran["email"]["message_id"]
+
+    poison.unlink()
+    again = run_stage(settings, "ingest", use_dvc=False).result
+    (source,) = again.sources
+    assert (source.in_, source.accepted, source.quarantined) == (0, 0, 0)  # nothing read twice
+    assert source.counters.get("unchanged_files", 0) >= 3  # the demo's files, each known by its digest
