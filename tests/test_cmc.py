@@ -288,6 +288,10 @@ def test_items_without_a_split_hold_out_a_fixed_share_by_picture():
     again, _ = assign_roles(rows[::-1], TrainConfig(holdout_fraction=0.2, seed=7, val_fraction=0.3))
     assert {r["id"] for r in again["test"]} == held
     assert not assign_roles(rows, TrainConfig(holdout_fraction=0.0))[0]["test"]
+    # a source whose items all say "train" (MediaEval's development set) gives a holdout only when asked
+    carved, _ = assign_roles(rows, TrainConfig(holdout_fraction=0.2, holdout_from=("train",)))
+    from_train = {r["id"] for r in carved["test"]} - held
+    assert {r["id"] for r in carved["test"]} >= held and from_train and all(i.startswith("s") for i in from_train)
 
 
 def test_row_filters_speak_the_store_language():

@@ -181,6 +181,9 @@ class TrainConfig(_Strict):
     # labelled items with no split of their own: this share, carved like val (by picture) with a
     # fixed salt, is the evaluation holdout; no detector trains on it, in any cycle
     holdout_fraction: float = Field(0.2, ge=0, lt=1)
+    # named splits carved like that too (e.g. [train] where every source names its items "train" and none
+    # has a test split: without it such a project has no holdout, and its gate can never run its floors)
+    holdout_from: tuple[str, ...] = ()
     synthetic: bool = True            # add the selected synthetic set (data/selected) to training
     label_names: tuple[str, str] = ("real", "fake")  # label 0, label 1 in metrics and tables
     seed: int = 0

@@ -113,11 +113,14 @@ def _in_val(key: str, seed: int | str, fraction: float) -> bool:
 
 
 def in_holdout(row: dict, cfg: TrainConfig) -> bool:
-    """Is this real item in the evaluation holdout? Its split says so, or, with no split, its picture
-    (or group, or id: `val_group_by`) hashes into `holdout_fraction` under a salt no knob changes."""
+    """Is this real item in the evaluation holdout? Its split says so, or, with no split (or a split of
+    `holdout_from`), its picture (or group, or id: `val_group_by`) hashes into `holdout_fraction` under a
+    salt no knob changes."""
     split = row.get("split") or ""
-    if split:
-        return split in cfg.splits.test
+    if split in cfg.splits.test:
+        return True
+    if split and split not in cfg.holdout_from:
+        return False
     return _in_val(_key(row, cfg.val_group_by), "holdout", cfg.holdout_fraction)
 
 
