@@ -110,7 +110,9 @@ def fit_head(head: nn.Module, train_inputs: tuple[torch.Tensor, ...], train_labe
     stopper.restore()
     head.eval()
     if log:
-        log(f"rgcl: best epoch {stopper.best_epoch} of {len(history)} (val {cfg.early_stop} {stopper.best:.4f}), "
+        # the stopper keeps "lower is better": the figure itself for accuracy and AUROC, the loss for bce
+        shown = stopper.best if cfg.early_stop == "bce" else 1.0 - stopper.best
+        log(f"rgcl: best epoch {stopper.best_epoch} of {len(history)} (val {cfg.early_stop} {shown:.4f}), "
             f"{time.perf_counter() - started:.0f}s")
     return FitResult(head, history, stopper.best_epoch, time.perf_counter() - started)
 
