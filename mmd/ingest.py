@@ -250,7 +250,10 @@ def run_ingest(settings: Settings, only: list[str] | None = None, show_progress:
         write_table(existing, at.items_ingested)
     append_records(at.ingest_quarantine, bad)
     append_records(at.duplicates, dupes)
-    at.images.mkdir(parents=True, exist_ok=True)  # a DVC output even when no picture came (every source refused)
+    try:  # a DVC output even when no picture came (every source refused)
+        at.images.mkdir(parents=True, exist_ok=True)
+    except OSError:  # not a folder, or not writable: each source that needed it has said so
+        pass
     write_json(at.watermarks, watermarks)
     result = IngestResult(reports, at.items_ingested, at.ingest_quarantine, at.duplicates,
                           existing.num_rows + len(new_items), started, now_iso())
