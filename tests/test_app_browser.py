@@ -103,6 +103,9 @@ def test_a_moderator_labels_rolls_back_and_the_cli_shows_it(demo_cycle, tmp_path
         assert "mmd cycle report" in page.inner_text("h1")
         page.screenshot(path=str(shots / "cycle-report.png"))
         page.goto(f"{url}/models/cmc/v1/card")
+        figure = page.locator('img[src^="data:image/png;base64,"]').first   # the holdout figures, inlined
+        assert figure.count() == 1 and figure.evaluate("img => img.naturalWidth") > 0
+        figure.scroll_into_view_if_needed()
         page.screenshot(path=str(shots / "model-card.png"))
 
         page.goto(f"{url}/models")
