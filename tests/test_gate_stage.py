@@ -240,6 +240,21 @@ def test_the_e_mail_opens_in_the_app_names_its_sides_and_links_what_it_cannot_at
         assert re.search(rf"{re.escape(name)}: .*open it at https://mmd\.example\.org/reports/file/drift/{re.escape(name)}",
                          text), name
     assert "cmc-data.html" not in attached  # Evidently's page: over the cap, linked
+    assert len(Path(delivery.path).read_bytes()) <= settings.params.notify.max_message_bytes
+    # every link of both parts answers from the app, for a signed-in moderator
+    from fastapi.testclient import TestClient
+
+    from mmd.app.server import create_app
+    from tests.app_helpers import USERS, env
+
+    links = set(hrefs) | set(re.findall(r"https://mmd\.example\.org/\S*", text))
+    client = TestClient(create_app(settings, env()), base_url="https://mmd.example.org", follow_redirects=False)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    assert client.post("/login", data={"user": "alice", "password": USERS["alice"], "csrf": csrf,
+                                       "next": "/"}).status_code == 303
+    for link in sorted(links):
+        answer = client.get(link.rstrip(".,;)"))
+        assert answer.status_code == 200 and answer.content, (link, answer.status_code)
     # the drift pages name their sides
     def shown(name: str) -> str:
         return html.unescape((settings.layout.drift / name).read_text())
