@@ -193,13 +193,24 @@ def test_the_scoring_api_needs_a_token_and_says_what_is_wrong_with_the_input(cli
     assert error(json={"text": "x", "image_url": "http://169.254.169.254/latest"})[:2] == (400, "url_refused")
     assert error(json={"items": [{"text": "x"}] * 65})[:2] == (400, "batch_too_large")
     assert error(json={"items": [{"text": "x"}, {"text": ""}]}) == (400, "no_text", "item 1: no text: every item "
-                                                                                   "needs a non-empty `text`")
+                                                                                   "needs a non-empty `text` (or a "
+                                                                                   "picture whose text OCR reads)")
     assert error(content=b"{not json", headers={"Content-Type": "application/json"})[:2] == (400, "bad_json")
     assert error(content=b"x" * 300_000, headers={"Content-Type": "application/json"})[:2] == (
         413, "request_too_large")
     # good input and no model yet: an answer that says so, not an error
     r = client.post("/api/score", headers=h, json={"text": "wake up sheeple"})
     assert r.status_code == 200 and r.json()["models"] == {} and "no champion" in r.json()["note"]
+    # a picture sent alone is scored on the words OCR reads in it (as ingest reads a meme without its caption)
+    from tests.test_ocr import worded
+
+    picture = worded(["WAKE UP SHEEPLE"], size=(300, 90))
+    r = client.post("/api/score", headers=h, files={"image": ("m.png", picture, "image/png")})
+    (result,) = r.json()["results"]
+    assert r.status_code == 200 and result["text_source"] == "ocr" and "SHEEPLE" in result["text"]
+    r = client.post("/api/score", headers=h, json={"items": [{"text": "its own words", "image_base64":
+                                                              base64.b64encode(picture).decode()}]})
+    assert r.json()["results"][0]["text_source"] == "request" and r.json()["results"][0]["text"] == "its own words"
     assert client.get("/api/health").json()["status"] == "ok"
 
 

@@ -40,9 +40,10 @@ class StoreUnavailable(RuntimeError):
 
 @dataclass
 class ScoreInput:
-    text: str
+    text: str                 # empty until OCR reads it from the picture (`ingest.ocr`), for a picture sent alone
     image: bytes | None = None
     origin: str = ""          # the upload's name or the URL, for messages
+    text_source: str = "request"
 
 
 # --------------------------------------------------------------------------- input
@@ -107,8 +108,13 @@ def _item(settings: Settings, obj, where: str) -> ScoreInput:
     if not isinstance(obj, dict):
         raise BadRequest("bad_item", f"{where}: an item is an object with `text` (and `image_url` or `image_base64`)")
     text = obj.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise BadRequest("no_text", f"{where}: no text: every item needs a non-empty `text`")
+    pictured = bool(obj.get("image_url") or obj.get("image_base64"))
+    blank = text is None or (isinstance(text, str) and not text.strip())
+    if blank and pictured and settings.params.ingest.ocr.enabled:
+        text = ""  # read from the picture once it is checked (parse_inputs)
+    elif not isinstance(text, str) or not text.strip():
+        raise BadRequest("no_text", f"{where}: no text: every item needs a non-empty `text`"
+                         + (" (or a picture whose text OCR reads)" if settings.params.ingest.ocr.enabled else ""))
     if obj.get("image_url") and obj.get("image_base64"):
         raise BadRequest("bad_item", f"{where}: give `image_url` or `image_base64`, not both")
     image = None
@@ -132,7 +138,9 @@ def parse_inputs(settings: Settings, body, form: Form | None = None) -> list[Sco
         if len(uploads) > 1:
             raise BadRequest("bad_item", "one `image` per request: send a JSON list of items for a batch")
         obj = {"text": form.get("text"), "image_url": form.get("image_url") or None}
-        item = _item(settings, {k: v for k, v in obj.items() if v}, "the form") if obj["text"] else None
+        alone = not obj["text"] and bool(uploads) and settings.params.ingest.ocr.enabled  # text read by OCR below
+        item = (_item(settings, {k: v for k, v in obj.items() if v}, "the form") if obj["text"] or obj["image_url"]
+                else ScoreInput("") if alone else None)
         if item is None:
             raise BadRequest("no_text", "no text: the form needs a non-empty `text` field")
         if uploads:
@@ -150,9 +158,27 @@ def parse_inputs(settings: Settings, body, form: Form | None = None) -> list[Sco
     else:
         inputs = [_item(settings, body, "the request")]
     for n, item in enumerate(inputs):
+        where = f"item {n} ({item.origin})" if len(inputs) > 1 else item.origin or "the picture"
         if item.image is not None:
-            check_picture(settings, item.image, f"item {n} ({item.origin})" if len(inputs) > 1 else item.origin)
+            check_picture(settings, item.image, where)
+        if not item.text:
+            read_picture_text(settings, item, where)
     return inputs
+
+
+def read_picture_text(settings: Settings, item: ScoreInput, where: str) -> None:
+    """A picture sent without text: its text as OCR reads it, as ingest does for a record without text."""
+    from mmd.ocr import OcrUnavailable, read_text
+
+    if item.image is None:
+        raise BadRequest("no_text", f"{where}: no text: every item needs a non-empty `text`")
+    try:
+        read = read_text(item.image, settings.params.ingest.ocr)
+    except OcrUnavailable as exc:
+        raise BadRequest("no_text", f"{where}: no text, and OCR is unavailable: {exc}") from None
+    if read is None:
+        raise BadRequest("no_text", f"{where}: no text, and OCR read none in the picture: send its `text`")
+    item.text, item.text_source = read.text, "ocr"
 
 
 # --------------------------------------------------------------------------- the service
@@ -227,8 +253,8 @@ class ScoringService:
     def score(self, inputs: list[ScoreInput]) -> dict:
         """Each champion's score of each input, and its nearest labelled items (see the module docstring)."""
         champs = self.champions()
-        results = [{"index": n, "text": x.text[:200], "has_image": x.image is not None, "scores": {}, "neighbours": []}
-                   for n, x in enumerate(inputs)]
+        results = [{"index": n, "text": x.text[:200], "text_source": x.text_source, "has_image": x.image is not None,
+                    "scores": {}, "neighbours": []} for n, x in enumerate(inputs)]
         notes: list[str] = []
         with tempfile.TemporaryDirectory(prefix="mmd-score-") as tmp:
             rows = []

@@ -27,6 +27,16 @@ class ImageConfig(_Strict):
     formats: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
 
 
+class OcrConfig(_Strict):
+    """Reading a picture's text (RapidOCR, models shipped with the package) for an item that has a picture but
+    no text of its own: a meme dropped in without its caption, a post whose words are only in its image."""
+
+    enabled: bool = True
+    min_confidence: float = Field(0.5, ge=0, le=1)  # text boxes read with less confidence are left out
+    max_chars: int = Field(2000, gt=0)
+    threads: int = Field(1, gt=0)                    # onnxruntime threads of the OCR models
+
+
 # --------------------------------------------------------------------------- sources
 class MemeSpec(_Strict):
     """How one meme dataset's jsonl fields map onto an item."""
@@ -173,6 +183,7 @@ class IngestConfig(_Strict):
     sources: tuple[SourceConfig, ...] = ()
     http: HttpConfig = HttpConfig()
     images: ImageConfig = ImageConfig()
+    ocr: OcrConfig = OcrConfig()
     # fact-check verdict wording (lower-cased, whitespace collapsed) -> binary target;
     # anything not in the table leaves the item unlabeled and is counted, never guessed
     ratings: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_RATINGS))

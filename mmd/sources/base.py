@@ -12,6 +12,8 @@ keep one bad record or one bad file from stopping the rest.
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import stat
@@ -145,6 +147,14 @@ class SourceContext:
     def store_image(self, root: Path, reference: str) -> StoredImage:
         return self.images.put_file(root, reference)
 
+    def read_picture_text(self, image_path: str):
+        """OCR of a stored picture (`ingest.ocr`), counted: `text_from_ocr` or `ocr_read_nothing`."""
+        from mmd.ocr import read_text
+
+        read = read_text(self.data_root / image_path, self.cfg.ocr)
+        self.counters["text_from_ocr" if read is not None else "ocr_read_nothing"] += 1
+        return read
+
     # ----------------------------------------------------------------- where it may read
     def allowed_roots(self) -> list[Path]:
         return [self.settings.root] + [self.settings.path(r) for r in self.cfg.allowed_roots]
@@ -233,6 +243,12 @@ def make_item(ctx: SourceContext, ref: str, raw: bytes | str, origin: dict[str, 
     if problem:
         item_id = item.id if isinstance(item.id, str) else None
         return ctx.quarantine("bad_field", problem, ref, raw, item_id)
+    if item.image_path and ctx.cfg.ocr.enabled and (not item.text.strip() or invisible_only(item.text)):
+        read = ctx.read_picture_text(item.image_path)
+        if read is not None:  # else the item goes on without text, and validation's text rule decides
+            item.text = read.text
+            item.extra = json.dumps({**json.loads(item.extra or "{}"), "text_source": "ocr",
+                                     "ocr_confidence": read.confidence}, ensure_ascii=False)
     if invisible_only(item.text):
         return ctx.quarantine("empty_text", "the text is only invisible characters (zero-width, format or control)",
                               ref, raw, item.id)

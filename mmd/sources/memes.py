@@ -39,6 +39,8 @@ def record_to_item(
         return ctx.quarantine("bad_shape", "a meme record must be a JSON object", ref, raw)
     native = record.get(spec.id_field)
     text = record.get(spec.text_field)
+    if text is None and ctx.cfg.ocr.enabled:
+        text = ""  # no caption in the record: the picture's text is read at make_item
     image_ref = record.get(spec.image_field)
     missing = [f for f, v in ((spec.id_field, native), (spec.text_field, text), (spec.image_field, image_ref)) if v is None]
     if missing:
