@@ -11,8 +11,8 @@ the report and the e-mail.
 from __future__ import annotations
 
 import argparse
+import os
 
-from flows.retrain import retrain_flow
 from mmd.config import load_settings
 from mmd.demo import write_demo_inbox
 from mmd.tables import console, cycle_tables
@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> dict:
     cli.add_argument("--batch", type=int, default=0, help="N > 0: add a later batch of demo items first")
     args = cli.parse_args(argv)
     settings = load_settings(args.params)
+    # the flow's runs go to the project's Prefect database, the one `make serve` shows, rather than to a
+    # temporary server's that nobody can open afterwards (Prefect reads PREFECT_HOME when first imported)
+    os.environ.setdefault("PREFECT_HOME", str(settings.root / ".prefect"))
+    from flows.retrain import retrain_flow
+
     for batch in (0, args.batch) if args.batch else (0,):
         corpus = write_demo_inbox(settings, fresh=args.fresh, batch=batch)
         if corpus is not None:
@@ -35,6 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
         console.print(table)
     console.print(f'try: .venv/bin/mmd search "wake up sheeple" -k 5'
                   f'{"" if args.params == "params.yaml" else f" --params {args.params}"}')
+    console.print(f"the run, its logs and artifacts: make serve, then http://127.0.0.1:4200/runs "
+                  f"(kept in {os.environ['PREFECT_HOME']})")
     return ran
 
 
