@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast venv serve clean-demo lint experiment-synthetic experiment-cmc experiment-rgcl
+.PHONY: demo test test-fast venv serve clean-demo lint experiment-synthetic experiment-cmc experiment-rgcl experiment-quality experiment-ocr
 
 venv: $(STAMP)
 
@@ -47,6 +47,15 @@ experiment-cmc: $(STAMP)
 # RGCL on HarMeme (train -> val) against an MLP and a logistic regression: docs/experiments/rgcl-harmeme*
 experiment-rgcl: $(STAMP)
 	$(BIN)/python experiments/rgcl_harmeme.py
+
+# each family's default against baselines on HarMeme (train -> val) and MediaEval (whole events held out),
+# with intervals: docs/experiments/quality*
+experiment-quality: $(STAMP)
+	$(BIN)/python experiments/quality.py
+
+# does the text OCR reads in a picture help? HarMeme and MediaEval: docs/experiments/ocr*
+experiment-ocr: $(STAMP)
+	$(BIN)/python experiments/ocr.py
 
 clean-demo:
 	rm -rf data reports inbox/demo

@@ -24,15 +24,22 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
 
+def prepare_selected(settings):
+    """Step 2: the synthetic posts selected against the real training posts (prepared data assumed)."""
+    from mmd.synth.select import run_select
+
+    sel = run_select(settings)
+    print(f"selected {sel.selected} synthetic posts ({sel.method})", flush=True)
+    return sel
+
+
 def main() -> None:
     from mmd.models.cmc.ablation import ablation_table, run_ablation
-    from mmd.synth.select import run_select
     from synthetic_selection import TEST_EVENTS, start
 
     started = time.perf_counter()
     args, settings = start(__doc__, "experiment-cmc.yaml")
-    sel = run_select(settings)
-    print(f"selected {sel.selected} synthetic posts ({sel.method})", flush=True)
+    sel = prepare_selected(settings)
     result = run_ablation(settings, log=lambda m: print(m, flush=True))
     result["test_events"] = list(TEST_EVENTS)
     result["selection"] = {"method": sel.method, "k": sel.k, "selected": sel.selected}
