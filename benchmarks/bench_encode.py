@@ -5,11 +5,12 @@ beforehand (token ids; decoded, resized uint8 pixels), under each runtime:
 - `torch fp32`: the torch path as `embed.runtime: torch` runs it (inference_mode, BN folded, channels-last,
   4 images a forward);
 - `torch no_grad`: the same under no_grad instead of inference_mode;
-- `torch channels-first`: the image tower in the default NCHW layout (texts as torch fp32);
+- `torch channels-first`: the image tower in the default NCHW layout (images only);
 - `torch bf16 autocast`: torch fp32 under CPU autocast to bfloat16 (where the CPU has it);
 - `torch.compile` (only with --compile: compiling takes about a minute per tower here);
 - `onnxruntime`: the towers exported once (mmd.encoders.onnx) and run by onnxruntime's CPU provider, as
-  `embed.runtime: onnx` runs them (4 images a run); `onnxruntime batch 32`: one run per batch of 32 images.
+  `embed.runtime: onnx` runs them (4 images a run); `onnxruntime batch 32`: one run per batch of 32 images
+  (images only).
 Every variant's vectors are compared with torch fp32's (min cosine, max |diff| after L2 normalisation);
 only a variant within cosine >= 0.9999 and |diff| <= 1e-4 counts as correct and may be the best.
 
@@ -97,8 +98,8 @@ def micro(fn: Callable[[torch.Tensor], np.ndarray], step: int = MICRO_BATCH) -> 
     return lambda batch: np.concatenate([fn(batch[k : k + step]) for k in range(0, len(batch), step)])
 
 
-def variants(torch_enc, onnx_enc, compile_: bool) -> dict[str, tuple[Callable, Callable]]:
-    """name -> (text batch -> vectors, uint8 image batch -> vectors)."""
+def variants(torch_enc, onnx_enc, compile_: bool) -> dict[str, tuple[Callable | None, Callable | None]]:
+    """name -> (text batch -> vectors, uint8 image batch -> vectors); None where a variant is of one tower."""
     out = {"torch fp32": (torch_enc.encode_tokens, torch_enc.encode_image_tensors)}
     text_model, image_model = torch_enc.text_model, torch_enc.image_model
 
@@ -118,7 +119,7 @@ def variants(torch_enc, onnx_enc, compile_: bool) -> dict[str, tuple[Callable, C
             x = (batch.float() - PIXEL_MEAN) / PIXEL_STD
             return torch.nn.functional.normalize(net_nchw.extract_features(x).mean(dim=(2, 3)), dim=-1).numpy()
 
-    out["torch channels-first"] = (torch_enc.encode_tokens, micro(channels_first))
+    out["torch channels-first"] = (None, micro(channels_first))
     if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         def autocast(fn):
             def run(batch):
@@ -140,7 +141,7 @@ def variants(torch_enc, onnx_enc, compile_: bool) -> dict[str, tuple[Callable, C
 
         out["torch.compile"] = (compiled_text, micro(compiled_image))
     out["onnxruntime"] = (onnx_enc.encode_tokens, onnx_enc.encode_image_tensors)
-    out["onnxruntime batch 32"] = (onnx_enc.encode_tokens, lambda batch: onnx_enc._image_onnx({"pixels": batch.numpy()}))
+    out["onnxruntime batch 32"] = (None, lambda batch: onnx_enc._image_onnx({"pixels": batch.numpy()}))
     return out
 
 
@@ -186,11 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = variants(torch_enc, onnx_enc, args.compile)
     # first calls export or load graphs, compile, allocate: one-off costs of a process, kept out of the timings;
     # their outputs are what the accuracy is judged on
-    outputs = {name: (np.concatenate([t(b) for b in text_batches]), np.concatenate([i(b) for b in image_batches]))
+    outputs = {name: {mode: np.concatenate([fn(b) for b in batches])
+                      for mode, fn, batches in (("texts", t, text_batches), ("images", i, image_batches)) if fn}
                for name, (t, i) in runs.items()}
     setup_s = round(time.perf_counter() - started, 1)
-    ref_text, ref_image = outputs["torch fp32"]
-    checks = {name: {"texts": accuracy(t, ref_text), "images": accuracy(i, ref_image)} for name, (t, i) in outputs.items()}
+    reference = outputs["torch fp32"]
+    checks = {name: {mode: accuracy(v, reference[mode]) for mode, v in out.items()} for name, out in outputs.items()}
     with tempfile.TemporaryDirectory() as tmp:
         embed_items(rows[:4], default, EmbeddingCache.for_encoder(Path(tmp), default), args.data, batch_size=bs)
 
@@ -223,22 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     names = list(runs)
     load_before = os.getloadavg()[0]  # a shared machine's other work shows up here
     ticks_before = cpu_ticks()
-    bare_s: dict[str, dict[str, list[float]]] = {name: {"texts": [], "images": []} for name in names}
+    bare_s: dict[str, dict[str, list[float]]] = {name: {} for name in names}
     pipe_s: dict[tuple, list[float]] = {p: [] for p in pipes}
     used: dict[tuple, int] = {}
     reruns: dict[tuple, dict] = {}
     for r in range(args.repeats):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
-            text_fn, image_fn = runs[name]
-            t = time.perf_counter()
-            for batch in text_batches:
-                text_fn(batch)
-            bare_s[name]["texts"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            for batch in image_batches:
-                image_fn(batch)
-            bare_s[name]["images"].append(time.perf_counter() - t)
+            for mode, fn, batches in zip(("texts", "images"), runs[name], (text_batches, image_batches)):
+                if fn is None:
+                    continue
+                t = time.perf_counter()
+                for batch in batches:
+                    fn(batch)
+                bare_s[name].setdefault(mode, []).append(time.perf_counter() - t)
         for p in (pipes if r % 2 == 0 else pipes[::-1]):
             seconds, used[p], reruns[p] = pipeline(modes[p[0]], p[1], p[2])
             pipe_s[p].append(seconds)
@@ -250,21 +250,26 @@ def main(argv: list[str] | None = None) -> int:
 
     n = len(rows)
     for name in names:  # both towers together: the texts' and the images' time of the same repeat
-        bare_s[name]["together"] = [a + b for a, b in zip(bare_s[name]["texts"], bare_s[name]["images"])]
+        if len(bare_s[name]) == 2:
+            bare_s[name]["together"] = [a + b for a, b in zip(bare_s[name]["texts"], bare_s[name]["images"])]
+    count = {"texts": len(texts), "images": len(paths), "together": n}
     bare = {
         name: {
-            "texts_per_s": round(len(texts) / statistics.median(bare_s[name]["texts"]), 2),
-            "images_per_s": round(len(paths) / statistics.median(bare_s[name]["images"]), 2),
-            "items_per_s": round(n / statistics.median(bare_s[name]["together"]), 2),
+            **{f"{'items' if mode == 'together' else mode}_per_s": round(count[mode] / statistics.median(times), 2)
+               for mode, times in bare_s[name].items()},
             "accuracy": checks[name],
-            "correct": checks[name]["texts"]["correct"] and checks[name]["images"]["correct"],
+            "correct": all(c["correct"] for c in checks[name].values()),
             "seconds": {k: [round(s, 3) for s in v] for k, v in bare_s[name].items()},
         }
         for name in names
     }
+
+    def fastest(mode: str, among: list[str]) -> str:
+        return min((name for name in among if mode in bare_s[name]), key=lambda name: statistics.median(bare_s[name][mode]))
+
     correct = [name for name in names if bare[name]["correct"]]
-    best = {mode: min(correct, key=lambda name: statistics.median(bare_s[name][mode])) for mode in modes}
-    fastest_any = {mode: min(names, key=lambda name: statistics.median(bare_s[name][mode])) for mode in modes}
+    best = {mode: fastest(mode, correct) for mode in modes}
+    fastest_any = {mode: fastest(mode, names) for mode in modes}
 
     def row(p: tuple) -> dict:
         mode = p[0]
