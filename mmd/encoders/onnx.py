@@ -16,7 +16,9 @@ import hashlib
 import importlib.util
 import io
 import os
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -75,6 +77,8 @@ def cached_export(name: str, key: str, export: Callable[[Path], None]) -> Path:
         return path
     with file_lock(folder / f".{name}.lock"):
         if not path.is_file():
+            # once per weights and machine, 5-15 s: said, so a first run's pause is not a mystery
+            print(f"exporting the {name} tower for onnxruntime to {path} (once)", file=sys.stderr, flush=True)
             with atomic_path(path) as tmp:
                 export(tmp)
     return path
@@ -82,12 +86,14 @@ def cached_export(name: str, key: str, export: Callable[[Path], None]) -> Path:
 
 def export_module(module, args: tuple, path: Path, input_names: Sequence[str], dynamic: dict[str, dict[int, str]]) -> None:
     """`module(*args)` -> one self-contained ONNX file at `path` (torch's dynamo exporter), with the
-    named axes of each input dynamic. The exporter's progress lines are kept off the caller's output."""
+    named axes of each input dynamic."""
     import torch
 
     dims = {axis_name: torch.export.Dim(axis_name, min=1, max=4096) for axes in dynamic.values() for axis_name in axes.values()}
     shapes = tuple({axis: dims[axis_name] for axis, axis_name in dynamic.get(name, {}).items()} or None for name in input_names)
-    with contextlib.redirect_stdout(io.StringIO()):
+    # the exporter prints its steps and warns about how it names axes: neither is the caller's business
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         program = torch.onnx.export(module.eval(), args, dynamo=True, input_names=list(input_names),
                                     output_names=["vectors"], dynamic_shapes=shapes, optimize=True, verbose=False)
     program.save(str(path), external_data=False)
