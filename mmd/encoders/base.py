@@ -249,10 +249,11 @@ class _ImageFiles(torch.utils.data.Dataset):
 
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
-    """torch single-threaded for the block. Decoding and resizing one image is too little work to share:
-    in the main process, torch's two threads made it slower than one, and on a busy machine (a thread of a
-    parallel region waiting for its core) up to 15x slower (about 19 ms against 1.2 ms an image). A
-    DataLoader worker is single-threaded already, so it decodes the same way."""
+    """torch single-threaded for the block. Decoding and resizing one image is too little work to share
+    between threads, and on a busy machine a parallel region waits for whichever of its threads lost its
+    core: measured in the main process at a load average of 6-7 on 2 cores, 0.9 ms an image on one thread
+    against 13 ms on two (not measured on a quiet machine). A DataLoader worker is single-threaded
+    already, so it decodes the same way."""
     before = torch.get_num_threads()
     if before == 1:
         yield
