@@ -15,7 +15,9 @@ under one local Prefect server, in one run:
    stage, so this cycle is all orchestration.
 
 The Prefect server's start is measured once and reported apart (a served deployment pays it
-once; `make demo` pays it per run). Writes JSON with the machine, the load and every figure.
+once; `make demo` pays it per run). Writes JSON with the machine, the load and every figure. The
+figures of the file it replaces are kept under "before" (or that file's own "before", so a rerun keeps
+the first baseline), with after / before ratios of the summary.
 
     python benchmarks/bench_cycle.py                 # the demo sizes (60 memes, 40 claims, 40 posts)
     python benchmarks/bench_cycle.py --small         # configs/small-cycle.yaml: 20 / 10 / 12 and tiny detectors
@@ -131,6 +133,10 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    before = None
+    if args.out.is_file():  # the earlier run's figures: the baseline this one is compared with
+        earlier = json.loads(args.out.read_text())
+        before = earlier.get("before") or {k: earlier[k] for k in ("machine", "summary", "per_stage") if k in earlier}
     inside = direct["stages_s"]
     per_stage = {name: {"direct_s": direct["stages"][name]["seconds"], "dvc_s": s["seconds"],
                         "dvc_overhead_s": round(s["seconds"] - direct["stages"][name]["seconds"], 2),
@@ -160,6 +166,10 @@ def main() -> None:
         },
         "wall_s": round(time.time() - started, 1),
     }
+    if before:
+        report["before"] = before
+        report["after_over_before"] = {k: round(v / before["summary"][k], 3) for k, v in report["summary"].items()
+                                       if before["summary"].get(k)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["summary"], indent=2))

@@ -1,29 +1,42 @@
-"""Encoding throughput: the whole embed pipeline against a bare forward pass of the same model.
+"""Encoding throughput: each runtime's bare forward passes, and the whole embed pipeline on the default.
 
-Pipeline: `embed_items` on N HarMeme items from image files on disk with a cold cache
-(hashing texts, tokenising, decoding + preprocessing images in DataLoader workers, the
-forwards, writing the cache). Bare: the same text and image forwards at the same batch
-size on tensors made beforehand. The figure is pipeline / bare items per second (target
->= 0.85); a second pipeline run on unchanged items must encode nothing.
+Bare: the offline encoder's text and image forwards at the pipeline's batch size on inputs made
+beforehand (token ids; decoded, resized uint8 pixels), under each runtime:
+- `torch fp32`: the torch path as `embed.runtime: torch` runs it (inference_mode, BN folded, channels-last,
+  4 images a forward);
+- `torch no_grad`: the same under no_grad instead of inference_mode;
+- `torch channels-first`: the image tower in the default NCHW layout (images only);
+- `torch bf16 autocast`: torch fp32 under CPU autocast to bfloat16 (where the CPU has it);
+- `torch.compile` (only with --compile: compiling takes about a minute per tower here);
+- `onnxruntime`: the towers exported once (mmd.encoders.onnx) and run by onnxruntime's CPU provider, as
+  `embed.runtime: onnx` runs them (4 images a run); `onnxruntime batch 32`: one run per batch of 32 images
+  (images only).
+Every variant's vectors are compared with torch fp32's (min cosine, max |diff| after L2 normalisation);
+only a variant within cosine >= 0.9999 and |diff| <= 1e-4 counts as correct and may be the best.
 
-    python benchmarks/bench_encode.py [--n 256] [--batch-size 32] [--workers 1] [--threads N]
+Pipeline: `embed_items` on N HarMeme items from image files on disk with a cold cache (hashing,
+tokenising, decoding + resizing images, the forwards, writing the cache), with the encoder `embed.runtime`
+gives by default, for texts only (the items without their images), images only (every text empty: one
+text encoded) and both together. The figure is pipeline / best correct bare (items per second; target >=
+0.85); a second pipeline run on unchanged items must encode nothing.
 
-On CPU, embed_items caps the DataLoader workers at the cores torch's threads leave free
-(see mmd.encoders.base.loader_workers); where that cap bites, the requested count is
-also run forced onto the shared cores ("<n> sharing cores") to show what it would cost.
+    python benchmarks/bench_encode.py [--n 256] [--batch-size 32] [--workers 1] [--threads N] [--compile]
 
-Bare and pipeline runs alternate; items/s are medians over the repeats and the ratio
-is the median of each repeat's bare/pipeline time ratio, so another process briefly
-using the cores skews neither side. The 1-minute load average before and after is
-recorded, and on Linux the share of CPU time the hypervisor gave to other guests
-(steal), to show how quiet the machine was. Writes
-benchmarks/results/encode.json (or --out). Skips (exit 0, with a message) when the
-HarMeme copy at ../shared/datasets/harmeme is absent.
+On CPU, embed_items caps the DataLoader workers at the cores the encoder's threads leave free
+(see mmd.encoders.base.loader_workers); where that cap bites, the requested count is also run forced
+onto the shared cores ("<n> sharing cores") to show what it would cost.
+
+All timed runs alternate within each repeat (the variants' order rotates between repeats); rates are
+medians over the repeats and each ratio is the median of the repeats' ratios, so another process briefly
+using the cores skews neither side. The 1-minute load average before and after is recorded, and on Linux
+the share of CPU time the hypervisor gave to other guests (steal). Writes benchmarks/results/encode.json
+(or --out). Skips (exit 0, with a message) when the HarMeme copy at ../shared/datasets/harmeme is absent.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -33,9 +46,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,10 +58,13 @@ sys.path.insert(0, str(REPO))
 
 from mmd.config import EmbedConfig  # noqa: E402
 from mmd.encoders import EmbeddingCache, build_encoder, embed_items  # noqa: E402
-from mmd.encoders.base import loader_workers  # noqa: E402
+from mmd.encoders.base import loader_workers, one_torch_thread  # noqa: E402
+from mmd.encoders.offline_models import PIXEL_MEAN, PIXEL_STD  # noqa: E402
 from mmd.util import cpu_ticks, write_json  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("MMD_SHARED_DATASETS", REPO.parent / "shared" / "datasets")) / "harmeme"
+COSINE_MIN, MAX_ABS_DIFF = 0.9999, 1e-4
+MICRO_BATCH = 4
 
 
 def load_rows(data_dir: Path, n: int) -> list[dict]:
@@ -63,14 +81,68 @@ def load_rows(data_dir: Path, n: int) -> list[dict]:
     return rows
 
 
-def bare_forward(encoder, text_batches, image_batches) -> float:
-    """Seconds for the text and image forwards alone on ready-made inputs."""
-    start = time.perf_counter()
-    for batch in text_batches:
-        encoder.encode_tokens(batch)
-    for batch in image_batches:
-        encoder.encode_image_tensors(batch)
-    return time.perf_counter() - start
+def _unit(x) -> np.ndarray:
+    x = np.asarray(torch.as_tensor(x).float().numpy(), np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def accuracy(got: np.ndarray, reference: np.ndarray) -> dict:
+    got, reference = _unit(got), _unit(reference)
+    cos = float((got * reference).sum(1).min())
+    diff = float(np.abs(got - reference).max())
+    return {"min_cosine": round(cos, 7), "max_abs_diff": float(f"{diff:.3g}"),
+            "correct": cos >= COSINE_MIN and diff <= MAX_ABS_DIFF}
+
+
+def micro(fn: Callable[[torch.Tensor], np.ndarray], step: int = MICRO_BATCH) -> Callable[[torch.Tensor], np.ndarray]:
+    return lambda batch: np.concatenate([fn(batch[k : k + step]) for k in range(0, len(batch), step)])
+
+
+def variants(torch_enc, onnx_enc, compile_: bool) -> dict[str, tuple[Callable | None, Callable | None]]:
+    """name -> (text batch -> vectors, uint8 image batch -> vectors); None where a variant is of one tower."""
+    out = {"torch fp32": (torch_enc.encode_tokens, torch_enc.encode_image_tensors)}
+    text_model, image_model = torch_enc.text_model, torch_enc.image_model
+
+    def no_grad_text(batch):
+        with torch.no_grad():
+            return text_model(**{k: torch.from_numpy(v) for k, v in batch.items()}).numpy()
+
+    def no_grad_image(batch):
+        with torch.no_grad():
+            return image_model(batch).numpy()
+
+    out["torch no_grad"] = (no_grad_text, micro(no_grad_image))
+    net_nchw = copy.deepcopy(image_model.net).to(memory_format=torch.contiguous_format)
+
+    def channels_first(batch):
+        with torch.inference_mode():
+            x = (batch.float() - PIXEL_MEAN) / PIXEL_STD
+            return torch.nn.functional.normalize(net_nchw.extract_features(x).mean(dim=(2, 3)), dim=-1).numpy()
+
+    out["torch channels-first"] = (None, micro(channels_first))
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        def autocast(fn):
+            def run(batch):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return fn(batch)
+            return run
+
+        out["torch bf16 autocast"] = (autocast(torch_enc.encode_tokens), autocast(torch_enc.encode_image_tensors))
+    if compile_:
+        text_c, image_c = torch.compile(text_model, dynamic=True), torch.compile(image_model, dynamic=False)
+
+        def compiled_text(batch):
+            with torch.inference_mode():
+                return text_c(**{k: torch.from_numpy(v) for k, v in batch.items()}).numpy()
+
+        def compiled_image(batch):
+            with torch.inference_mode():
+                return image_c(batch).numpy()
+
+        out["torch.compile"] = (compiled_text, micro(compiled_image))
+    out["onnxruntime"] = (onnx_enc.encode_tokens, onnx_enc.encode_image_tensors)
+    out["onnxruntime batch 32"] = (None, lambda batch: onnx_enc._image_onnx({"pixels": batch.numpy()}))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         help="requested DataLoader workers (embed.num_workers); several values are compared, the "
         "first is the headline figure",
     )
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    ap.add_argument("--repeats", type=int, default=8, help="timed runs of each, interleaved")
+    ap.add_argument("--threads", type=int, default=None, help="compute threads (default: the cores given)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs of each, interleaved")
+    ap.add_argument("--compile", action="store_true", help="also torch.compile (about a minute per tower)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "encode.json")
     args = ap.parse_args(argv)
 
@@ -94,61 +166,82 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     rows = load_rows(args.data, args.n)
-    encoder = build_encoder(EmbedConfig(backend="offline", threads=args.threads, device=args.device), REPO)
+    default = build_encoder(EmbedConfig(backend="offline", threads=args.threads, device="cpu"), REPO)
+    torch_enc = build_encoder(EmbedConfig(backend="offline", threads=args.threads, device="cpu", runtime="torch"), REPO)
+    onnx_enc = build_encoder(EmbedConfig(backend="offline", threads=args.threads, device="cpu", runtime="onnx"), REPO)
     bs = args.batch_size
 
     # Bare inputs, batched exactly as the pipeline batches them: distinct texts longest
-    # first, distinct images in item order; images decoded, preprocessed and normalised.
+    # first, distinct images in item order, decoded and resized to uint8.
     texts = sorted(dict.fromkeys(r["text"] for r in rows), key=len, reverse=True)
-    text_batches = [encoder.tokenize(texts[k : k + bs]) for k in range(0, len(texts), bs)]
+    text_batches = [default.tokenize(texts[k : k + bs]) for k in range(0, len(texts), bs)]
     first_path = {r["image_sha256"]: r["image_path"] for r in reversed(rows)}
     paths = [args.data / first_path[sha] for sha in dict.fromkeys(r["image_sha256"] for r in rows)]
     start = time.perf_counter()
-    pixels = [encoder.image_transform(encoder.load_image(p)) for p in paths]
-    preprocess_ms = (time.perf_counter() - start) / len(paths) * 1000  # decode + resize + crop, 1 thread
-    image_batches = [
-        (torch.stack(pixels[k : k + bs]).float() - 127.0) / 128.0 for k in range(0, len(pixels), bs)
-    ]
+    with one_torch_thread():  # as embed_items decodes
+        pixels = [default.image_transform(default.load_image(p)) for p in paths]
+    preprocess_ms = (time.perf_counter() - start) / len(paths) * 1000  # decode + resize + crop, one thread
+    image_batches = [torch.stack(pixels[k : k + bs]) for k in range(0, len(pixels), bs)]
 
-    # first calls allocate and import (the Parquet writer, DataLoader machinery): one-off
-    # costs of a process, not throughput; keep them out of both timings
-    encoder.encode_texts(["warm up"])
-    encoder.encode_image_tensors(image_batches[0][:2])
+    started = time.perf_counter()
+    runs = variants(torch_enc, onnx_enc, args.compile)
+    # first calls export or load graphs, compile, allocate: one-off costs of a process, kept out of the timings;
+    # their outputs are what the accuracy is judged on
+    outputs = {name: {mode: np.concatenate([fn(b) for b in batches])
+                      for mode, fn, batches in (("texts", t, text_batches), ("images", i, image_batches)) if fn}
+               for name, (t, i) in runs.items()}
+    setup_s = round(time.perf_counter() - started, 1)
+    reference = outputs["torch fp32"]
+    checks = {name: {mode: accuracy(v, reference[mode]) for mode, v in out.items()} for name, out in outputs.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        embed_items(rows[:4], encoder, EmbeddingCache.for_encoder(Path(tmp), encoder), args.data, batch_size=bs)
+        embed_items(rows[:4], default, EmbeddingCache.for_encoder(Path(tmp), default), args.data, batch_size=bs)
 
-    def pipeline(workers: int, share_cores: bool) -> tuple[float, int, dict]:
+    modes = {
+        "together": rows,
+        "texts": [dict(r, image_path=None, image_sha256=None) for r in rows],
+        "images": [dict(r, text="") for r in rows],
+    }
+
+    def pipeline(items: list[dict], workers: int, share_cores: bool) -> tuple[float, int, dict]:
         with tempfile.TemporaryDirectory() as tmp:
-            cache = EmbeddingCache.for_encoder(Path(tmp), encoder)
+            cache = EmbeddingCache.for_encoder(Path(tmp), default)
             start = time.perf_counter()
-            first = embed_items(
-                rows, encoder, cache, args.data, batch_size=bs, num_workers=workers, share_cores=share_cores
-            )
+            first = embed_items(items, default, cache, args.data, batch_size=bs, num_workers=workers,
+                                share_cores=share_cores)
             seconds = time.perf_counter() - start
-            assert first.encoded_images == len(paths) and not first.missing_images, first.summary()
+            assert not first.missing_images, first.summary()
             start = time.perf_counter()
-            again = embed_items(
-                rows, encoder, EmbeddingCache.for_encoder(Path(tmp), encoder), args.data, batch_size=bs, num_workers=workers
-            )
+            again = embed_items(items, default, EmbeddingCache.for_encoder(Path(tmp), default), args.data,
+                                batch_size=bs, num_workers=workers)
             rerun = {"seconds": round(time.perf_counter() - start, 3), "encoded_texts": again.encoded_texts,
                      "encoded_images": again.encoded_images}
         return seconds, first.loader_workers, rerun
 
-    # each requested worker count as embed_items runs it (workers capped at the cores
-    # torch leaves free), and, where that cap bites, forced onto shared cores to show why
-    variants = [(w, False) for w in args.workers]
-    variants += [(w, True) for w in args.workers if w > loader_workers(encoder, w)]
+    # the pipeline runs: each mode with the first requested worker count; for "together" every requested
+    # count as embed_items runs it and, where the cap bites, forced onto shared cores to show why
+    pipes = [(mode, args.workers[0], False) for mode in modes]
+    pipes += [("together", w, False) for w in args.workers[1:]]
+    pipes += [("together", w, True) for w in args.workers if w > loader_workers(default, w)]
+    names = list(runs)
     load_before = os.getloadavg()[0]  # a shared machine's other work shows up here
     ticks_before = cpu_ticks()
-    bare_s: list[float] = []
-    pipe_s: dict[tuple[int, bool], list[float]] = {v: [] for v in variants}
-    used: dict[tuple[int, bool], int] = {}
-    reruns: dict[tuple[int, bool], dict] = {}
-    for _ in range(args.repeats):
-        bare_s.append(bare_forward(encoder, text_batches, image_batches))
-        for v in variants:
-            seconds, used[v], reruns[v] = pipeline(*v)
-            pipe_s[v].append(seconds)
+    bare_s: dict[str, dict[str, list[float]]] = {name: {} for name in names}
+    pipe_s: dict[tuple, list[float]] = {p: [] for p in pipes}
+    used: dict[tuple, int] = {}
+    reruns: dict[tuple, dict] = {}
+    for r in range(args.repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            for mode, fn, batches in zip(("texts", "images"), runs[name], (text_batches, image_batches)):
+                if fn is None:
+                    continue
+                t = time.perf_counter()
+                for batch in batches:
+                    fn(batch)
+                bare_s[name].setdefault(mode, []).append(time.perf_counter() - t)
+        for p in (pipes if r % 2 == 0 else pipes[::-1]):
+            seconds, used[p], reruns[p] = pipeline(modes[p[0]], p[1], p[2])
+            pipe_s[p].append(seconds)
     load_after = os.getloadavg()[0]
     ticks_after = cpu_ticks()
     steal = None
@@ -156,51 +249,97 @@ def main(argv: list[str] | None = None) -> int:
         steal = round((ticks_after[0] - ticks_before[0]) / (ticks_after[1] - ticks_before[1]), 4)
 
     n = len(rows)
-    bare_ips = n / statistics.median(bare_s)
-    # the ratio of each repeat's bare and pipeline runs (taken moments apart), then the
-    # median over repeats: robust to another process using the cores now and then
-    by_workers = {
-        f"{w}{' sharing cores' if shared else ''}": {
-            "workers_requested": w,
-            "workers_used": used[(w, shared)],
-            "pipeline_items_per_s": round(n / statistics.median(pipe_s[(w, shared)]), 2),
-            "ratio_pipeline_over_bare": round(statistics.median(b / p for b, p in zip(bare_s, pipe_s[(w, shared)])), 3),
-            "pipeline_seconds": [round(s, 3) for s in pipe_s[(w, shared)]],
-            "second_run": reruns[(w, shared)],
+    for name in names:  # both towers together: the texts' and the images' time of the same repeat
+        if len(bare_s[name]) == 2:
+            bare_s[name]["together"] = [a + b for a, b in zip(bare_s[name]["texts"], bare_s[name]["images"])]
+    count = {"texts": len(texts), "images": len(paths), "together": n}
+    bare = {
+        name: {
+            **{f"{'items' if mode == 'together' else mode}_per_s": round(count[mode] / statistics.median(times), 2)
+               for mode, times in bare_s[name].items()},
+            "accuracy": checks[name],
+            "correct": all(c["correct"] for c in checks[name].values()),
+            "seconds": {k: [round(s, 3) for s in v] for k, v in bare_s[name].items()},
         }
-        for w, shared in variants
+        for name in names
     }
-    head = by_workers[str(args.workers[0])]
+
+    def fastest(mode: str, among: list[str]) -> str:
+        return min((name for name in among if mode in bare_s[name]), key=lambda name: statistics.median(bare_s[name][mode]))
+
+    correct = [name for name in names if bare[name]["correct"]]
+    best = {mode: fastest(mode, correct) for mode in modes}
+    fastest_any = {mode: fastest(mode, names) for mode in modes}
+
+    def row(p: tuple) -> dict:
+        mode = p[0]
+        return {
+            "workers_requested": p[1],
+            "workers_used": used[p],
+            "pipeline_items_per_s": round(n / statistics.median(pipe_s[p]), 2),
+            "best_bare": best[mode],
+            "ratio_pipeline_over_best_bare": round(statistics.median(
+                b / s for b, s in zip(bare_s[best[mode]][mode], pipe_s[p])), 3),
+            "ratio_pipeline_over_torch_fp32_bare": round(statistics.median(
+                b / s for b, s in zip(bare_s["torch fp32"][mode], pipe_s[p])), 3),
+            "pipeline_seconds": [round(s, 3) for s in pipe_s[p]],
+            "second_run": reruns[p],
+        }
+
+    pipeline_rows = {mode: row((mode, args.workers[0], False)) for mode in modes}
+    by_workers = {f"{w}{' sharing cores' if shared else ''}": row((mode, w, shared))
+                  for mode, w, shared in pipes if mode == "together"}
+    head = pipeline_rows["together"]
     result = {
         "benchmark": "encode",
-        "encoder": encoder.identity,
-        "device": str(encoder.device),
+        "encoder": default.identity,
+        "default_runtime": default.runtimes,
+        "device": "cpu",
         "items": n,
         "distinct_texts": len(texts),
         "distinct_images": len(paths),
         "batch_size": bs,
         "workers": args.workers[0],
-        "workers_used": head["workers_used"],
-        "torch_threads": torch.get_num_threads(),
+        "compute_threads": default.threads,
         "cpu_cores": os.cpu_count(),
+        "tolerance": {"min_cosine": COSINE_MIN, "max_abs_diff": MAX_ABS_DIFF, "reference": "torch fp32"},
+        "bare": bare,
+        "best_correct_bare": best,
+        "fastest_bare_any_accuracy": fastest_any,
+        "pipeline": pipeline_rows,
         "pipeline_items_per_s": head["pipeline_items_per_s"],
-        "bare_forward_items_per_s": round(bare_ips, 2),
-        "ratio_pipeline_over_bare": head["ratio_pipeline_over_bare"],
+        "bare_forward_items_per_s": bare[best["together"]]["items_per_s"],
+        "ratio_pipeline_over_bare": head["ratio_pipeline_over_best_bare"],
         "target_ratio": 0.85,
+        "speedup_best_bare_over_torch_fp32": {
+            mode: round(statistics.median(t / b for t, b in zip(bare_s["torch fp32"][mode], bare_s[best[mode]][mode])), 2)
+            for mode in modes
+        },
         "second_run_encoded": head["second_run"]["encoded_texts"] + head["second_run"]["encoded_images"],
         "second_run_seconds": head["second_run"]["seconds"],
-        "bare_seconds": [round(s, 3) for s in bare_s],
         "by_workers": by_workers,
-        "preprocess_ms_per_image_1_thread": round(preprocess_ms, 2),
+        "preprocess_ms_per_image": round(preprocess_ms, 2),
+        "setup_seconds_export_or_load_and_first_calls": setup_s,
         "repeats": args.repeats,
         "load_average_1min": [round(load_before, 2), round(load_after, 2)],
         "cpu_steal_share": steal,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "onnxruntime": _version("onnxruntime"),
     }
     write_json(args.out, result)
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "bare"}, indent=2))
+    print(json.dumps({name: {k: v for k, v in b.items() if k != "seconds"} for name, b in bare.items()}, indent=2))
     return 0
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 if __name__ == "__main__":

@@ -66,6 +66,19 @@ comparison, the negative query, and no filter at all.
     python benchmarks/bench_mining.py --sizes 2000,5000 --epochs 2      # a minute
     python benchmarks/bench_mining.py --sizes 100000 --sample 1000
 
+The default path against the limit: per size and epoch (a fresh random matrix each epoch), the mining RGCL
+runs by default (`rgcl.mining: exact`: `mine_exact` on the epoch's numpy embeddings, as fit.py calls it, and
+its results made tensors as fit.py does) against a bare exact search on the same embeddings: per chunk of
+query rows (the same chunk mine_exact picks), `torch.mm(rows, all.T)` and `topk(1 + hard_negatives)`,
+nothing else (no labels, no self-exclusion, no copies). The two alternate, first one then the other.
+Up to --exact-whole-max items both run whole; above it both run on the same --exact-sample query rows (a
+contiguous block at a random offset, against all N columns) and are extrapolated: the bare search by N /
+sample, the default path as its set-up (grouping the rows by label: `mine_exact(queries=[])`, measured
+whole) plus its per-row time x N. Per-row cost does not depend on how many rows are searched (every row
+scans the same N columns), so this is exact up to noise; the store section's whole first-epoch run of
+mine_exact at the same N checks it. `default_vs_bare.ratio` = default seconds / bare seconds (target
+<= 1.2), the median over the epochs.
+
 Writes benchmarks/results/mining.json (or --out). torch uses its default thread count.
 """
 
@@ -93,7 +106,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from mmd.config import IndexConfig  # noqa: E402
-from mmd.models.rgcl.knn import mine_exact, mine_store, n_negatives  # noqa: E402
+from mmd.models.rgcl.knn import default_chunk, mine_exact, mine_store, n_negatives  # noqa: E402
 from mmd.store import open_store  # noqa: E402
 from mmd.util import cpu_ticks, write_json  # noqa: E402
 
@@ -312,6 +325,69 @@ def diagnostics(store, ids, emb, labels, rows: np.ndarray) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- default path vs bare search
+def default_epoch(e: np.ndarray, labels: np.ndarray, h: int, queries: np.ndarray | None) -> float:
+    """Seconds of the mining fit.py runs by default, with its bookkeeping (numpy in, tensors out)."""
+    start = time.perf_counter()
+    mined = mine_exact(e, labels, h, device="cpu", queries=queries)
+    torch.as_tensor(mined.positives), torch.as_tensor(mined.negatives)
+    return time.perf_counter() - start
+
+
+def bare_epoch(e: torch.Tensor, rows: range, k: int, chunk: int) -> float:
+    """Seconds of torch.mm + topk over the rows in chunks: an exact search with nothing around it."""
+    start = time.perf_counter()
+    for r0 in range(rows.start, rows.stop, chunk):
+        torch.mm(e[r0 : min(r0 + chunk, rows.stop)], e.T).topk(k, dim=1)
+    return time.perf_counter() - start
+
+
+def default_vs_bare(n: int, labels: np.ndarray, args) -> dict:
+    h = n_negatives(labels, 1)
+    chunk = default_chunk(n)
+    whole = n <= args.exact_whole_max
+    s = n if whole else min(args.exact_sample, n)
+    epochs = []
+    for epoch in range(1, args.epochs + 1):
+        e = make_embeddings(n, args.dim, args.seed + 1 if epoch == 1 else args.seed + 100 + epoch)
+        t = torch.from_numpy(e)
+        offset = 0 if whole else int(np.random.default_rng(args.seed + epoch).integers(0, n - s + 1))
+        rows = range(offset, offset + s)
+        queries = None if whole else np.arange(offset, offset + s)
+        rec: dict = {"epoch": epoch}
+        for side in (("default", "bare") if epoch % 2 else ("bare", "default")):
+            if side == "bare":
+                measured = bare_epoch(t, rows, 1 + h, chunk)
+                rec["bare_measured_s"] = measured
+                rec["bare_epoch_s"] = measured * n / s
+            else:
+                measured = default_epoch(e, labels, h, queries)
+                rec["default_measured_s"] = measured
+                if whole:
+                    rec["default_epoch_s"] = measured
+                else:
+                    setup = default_epoch(e, labels, h, np.zeros(0, np.int64))
+                    rec["default_setup_s"] = setup
+                    # (noise can make a tiny sample's run shorter than the set-up measured apart)
+                    rec["default_epoch_s"] = setup + max(measured - setup, 0.0) * n / s
+        rec["ratio_default_over_bare"] = rec["default_epoch_s"] / rec["bare_epoch_s"]
+        rec = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in rec.items()}
+        epochs.append(rec)
+        print(f"  n={n:>7,} epoch {epoch}: default (mine_exact) {rec['default_epoch_s']:8.2f} s, bare mm+topk "
+              f"{rec['bare_epoch_s']:8.2f} s, ratio {rec['ratio_default_over_bare']:.3f}"
+              + ("" if whole else f" (rows {s:,} of {n:,}, extrapolated)"), flush=True)
+    return {
+        "rows": "whole" if whole else f"measured on {s} of {n} query rows, extrapolated",
+        "chunk": chunk,
+        "bare": f"torch.mm(chunk of rows, all.T).topk({1 + h}) per chunk",
+        "epochs": epochs,
+        "default_epoch_s_median": round(statistics.median(r["default_epoch_s"] for r in epochs), 3),
+        "bare_epoch_s_median": round(statistics.median(r["bare_epoch_s"] for r in epochs), 3),
+        "ratio": round(statistics.median(r["ratio_default_over_bare"] for r in epochs), 3),
+        "target_ratio": 1.2,
+    }
+
+
 # --------------------------------------------------------------------------- one size
 def run_size(n: int, args) -> dict:
     dim, h_wanted = args.dim, 1
@@ -321,6 +397,9 @@ def run_size(n: int, args) -> dict:
     rng = np.random.default_rng(args.seed + 2)
     sample = np.sort(rng.choice(n, size=min(args.sample, n), replace=False))
     row: dict = {"n": n, "dim": dim, "hard_negatives": h_wanted, "label_1_share": round(float(labels.mean()), 4)}
+    row["default_vs_bare"] = default_vs_bare(n, labels, args)
+    if args.skip_store:
+        return row
 
     # exact path on the first epoch's embeddings
     exact_cpu: list[float] = []
@@ -335,7 +414,7 @@ def run_size(n: int, args) -> dict:
 
     exact_s, exact_mib, mem_method, exact_first = exact(emb)
     exact_times = [exact_s]
-    row["exact"] = {"chunk": args.chunk, "device": "cpu", "torch_threads": torch.get_num_threads(),
+    row["exact"] = {"chunk": args.chunk or default_chunk(n), "device": "cpu", "torch_threads": torch.get_num_threads(),
                     "peak_extra_mib": exact_mib, "memory_method": mem_method}
     print(f"  n={n:>7,} exact (mine_exact, torch) {exact_s:7.2f} s/epoch, peak +{exact_mib:,.0f} MiB", flush=True)
 
@@ -493,7 +572,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the store's searches whole when the probe projects at most this many seconds for all epochs "
                              "(0: sample whenever --sample < N, no probe)")
     parser.add_argument("--diag-queries", type=int, default=500, help="queries per diagnostic variant")
-    parser.add_argument("--chunk", type=int, default=4096, help="mine_exact's chunk")
+    parser.add_argument("--chunk", type=int, default=None, help="mine_exact's chunk in the store section (default: its own)")
+    parser.add_argument("--exact-whole-max", type=int, default=20_000,
+                        help="the default path and the bare search run whole up to this many items, sampled above")
+    parser.add_argument("--exact-sample", type=int, default=4096, help="query rows they run on when sampled")
+    parser.add_argument("--skip-store", action="store_true", help="only the default path against the bare search")
     parser.add_argument("--batch-size", type=int, default=512, help="upsert batch size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".work", help="scratch folder for the stores")
@@ -512,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         steal = round((ticks_after[0] - ticks_before[0]) / (ticks_after[1] - ticks_before[1]), 4)
 
     report = {
-        "benchmark": "RGCL hard-negative mining per epoch: mine_store (embedded vector store) vs mine_exact (torch)",
+        "benchmark": "RGCL hard-negative mining per epoch: mine_exact (the default) vs a bare torch.mm + topk, and "
+                     "mine_store (embedded vector store) vs mine_exact",
         "machine": {
             "cpu_count": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -537,11 +621,18 @@ def main(argv: list[str] | None = None) -> int:
                               "other load on the machine; torch uses every core, the store's searches fewer",
         },
         "results": results,
-        "summary": {str(r["n"]): {"searches": r["searches"], **r["summary"]} for r in results},
+        "summary": {str(r["n"]): {"searches": r["searches"], **r["summary"]} for r in results if "summary" in r},
+        "default_vs_bare": {str(r["n"]): {k: v for k, v in r["default_vs_bare"].items() if k != "epochs"}
+                            for r in results},
         "wall_s": round(time.time() - started, 1),
     }
     write_json(args.out, report)
     print()
+    for r in results:
+        d = r["default_vs_bare"]
+        print(f"  n={r['n']:,} default / bare: {d['default_epoch_s_median']} / {d['bare_epoch_s_median']} s per epoch, "
+              f"ratio {d['ratio']} ({d['rows']})")
+    results = [r for r in results if "summary" in r]
     print(table(results))
     for r in results:
         d1 = r["diagnostics_after_first_refresh"]

@@ -4,9 +4,10 @@ Each command runs in a fresh process, 5 times, median wall time: `mmd --help`, a
 key: it must fail fast), `mmd status` on an empty project, and the fixed cost of a DVC stage's process
 (`mmd stage index` / before: `mmd index` on a project whose store is in sync: the import plus a count).
 "Before" runs the code of a git revision (default 07d74c9, the last commit before the redesign) from a
-`git archive` under the same Python; "after" this checkout. Writes benchmarks/results/startup.json.
+`git archive` under the same Python; "after" this checkout; `--also REV` measures another revision the same
+way as "after" (e.g. the commit a change started from), in the same run. Writes benchmarks/results/startup.json.
 
-    python benchmarks/bench_startup.py [--before REV] [--repeats 5]
+    python benchmarks/bench_startup.py [--before REV] [--also REV] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -64,26 +65,38 @@ def project(folder: Path) -> Path:
     return folder
 
 
+def _checkout(rev: str, folder: Path) -> None:
+    folder.mkdir()
+    archive = subprocess.run(["git", "archive", rev, "mmd", "flows"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+
+
+def _params_of(rev: str, path: Path) -> None:
+    params = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:params.yaml"], cwd=ROOT, check=True,
+                                           capture_output=True, text=True).stdout)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", default="07d74c9")
+    parser.add_argument("--also", default=None, help="another revision, measured like this checkout")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "startup.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     try:
         old = work / "before"
-        old.mkdir()
-        archive = subprocess.run(["git", "archive", args.before, "mmd", "flows"], cwd=ROOT, check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        _checkout(args.before, old)
         # the project is made once, by this checkout; the old code reads the same files with its own params
         proj = project(work / "project")
-        old_params = yaml.safe_load(subprocess.run(["git", "show", f"{args.before}:params.yaml"], cwd=ROOT, check=True,
-                                                   capture_output=True, text=True).stdout)
-        (proj / "params-before.yaml").write_text(yaml.safe_dump(old_params, sort_keys=False))
+        _params_of(args.before, proj / "params-before.yaml")
+        if args.also:
+            _checkout(args.also, work / "also")
+            _params_of(args.also, proj / "params-also.yaml")
         load0 = os.getloadavg()[0]
         before = measure(old, proj, args.repeats, ["index"], "params-before.yaml")
+        also = measure(work / "also", proj, args.repeats, ["stage", "index"], "params-also.yaml") if args.also else None
         after = measure(ROOT, proj, args.repeats, ["stage", "index"], "params.yaml")
         load1 = os.getloadavg()[0]
     finally:
@@ -91,12 +104,13 @@ def main() -> None:
     ratio = {k: round(after[k]["median_s"] / before[k]["median_s"], 3) for k in before}
     report = {"benchmark": "start-up of mmd commands, before and after importing only what a command uses",
               "before": {"revision": args.before, **before}, "after": after, "after_over_before": ratio,
+              **({"also": {"revision": args.also, **also}} if also else {}),
               "repeats": args.repeats,
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                           "loadavg_before": load0, "loadavg_after": load1}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({"before": before, "after": after, "after_over_before": ratio}, indent=2))
+    print(json.dumps({"before": before, "also": also, "after": after, "after_over_before": ratio}, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from typing import Any, Iterable, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmd.util import read_parquet
+
 Kind = Literal["fact_check", "meme", "post"]
 KINDS: tuple[str, ...] = ("fact_check", "meme", "post")
 
@@ -123,7 +125,10 @@ def items_to_table(items: Iterable[Item]) -> pa.Table:
 def read_table(path: Path, schema: pa.Schema) -> pa.Table:
     if not path.exists():
         return schema.empty_table()
-    return pq.read_table(path, schema=schema)
+    table = read_parquet(path)
+    if table.schema.equals(schema, check_metadata=False):
+        return table.replace_schema_metadata(schema.metadata)
+    return pq.read_table(path, schema=schema)  # a file of another schema: the dataset layer reconciles them
 
 
 def write_table(table: pa.Table, path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/bench_mining.py at toy sizes: both modes (whole and sampled) run and agree."""
+"""Smoke test of benchmarks/bench_mining.py at toy sizes: both modes (whole and sampled) run and agree, and the
+default path is timed against the bare search whole and sampled."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def test_bench_mining_smoke(tmp_path: Path) -> None:
     out = tmp_path / "mining.json"
     # 200 <= sample: whole; 500 > sample with a zero budget: sampled and extrapolated
     assert bench.main(["--sizes", "200,500", "--sample", "200", "--dim", "16", "--epochs", "2",
-                       "--whole-budget", "0", "--diag-queries", "50", "--work", str(tmp_path), "--out", str(out)]) == 0
+                       "--whole-budget", "0", "--diag-queries", "50", "--exact-whole-max", "300", "--exact-sample", "100",
+                       "--work", str(tmp_path), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     small, large = report["results"]
     assert small["searches"] == "whole"
@@ -34,5 +36,14 @@ def test_bench_mining_smoke(tmp_path: Path) -> None:
             assert epoch["store_epoch_s"] > 0 and epoch["exact_epoch_s"] > 0
             assert epoch["ratio_store_over_exact"] > 0
         assert row["epochs"][0]["positive_queries"] == (row["n"] if row is small else 200)
-    assert set(report["summary"]) == {"200", "500"}
+    assert set(report["summary"]) == set(report["default_vs_bare"]) == {"200", "500"}
+    assert small["default_vs_bare"]["rows"] == "whole"
+    assert large["default_vs_bare"]["rows"] == "measured on 100 of 500 query rows, extrapolated"
+    for row in (small, large):
+        found = row["default_vs_bare"]
+        assert len(found["epochs"]) == 2 and found["ratio"] > 0 and found["target_ratio"] == 1.2
+        for epoch in found["epochs"]:
+            assert epoch["default_epoch_s"] > 0 and epoch["bare_epoch_s"] > 0
+        if row is large:  # extrapolated from the measured rows: more than was measured
+            assert all(e["bare_epoch_s"] > e["bare_measured_s"] and "default_setup_s" in e for e in found["epochs"])
     assert not list(tmp_path.glob("mining-*")), "scratch stores are removed"

@@ -220,3 +220,25 @@ def test_commands_that_need_no_model_import_no_torch():
             "bad = [m for m in ('torch', 'transformers', 'great_expectations', 'prefect') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_stage_process_imports_the_classes_of_failures_only_when_one_happens(tmp_path):
+    """`mmd stage NAME` (every DVC stage's process) is ready to report the encoders', the store's, training's
+    and validation's errors without importing their modules (torch, Great Expectations) until one is raised;
+    `mmd --help` loads no config models."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mmd.cli.app import exits_on; from mmd.cli.data import _stage_errors; from mmd import stages; "
+            "stages.get('index', ('cmc', 'rgcl')); ctx = exits_on(_stage_errors); ctx.__enter__(); ctx.__exit__(None, None, None); "
+            "bad = [m for m in ('torch', 'great_expectations', 'mmd.encoders', 'mmd.validate') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    code = ("import sys; sys.argv = ['mmd', '--help']; from mmd.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "bad = [m for m in ('torch', 'pydantic', 'mmd.config') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    # and an expected failure is still reported as one (a message and exit 1, not a traceback)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    result = CliRunner().invoke(app, ["stage", "index", "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 1 and "run `mmd embed` first" in result.output

@@ -370,3 +370,97 @@ def test_loader_workers_work_in_a_process_that_ran_a_prefect_flow(tiny, tmp_path
         result = embed_items(rows, tiny, EmbeddingCache.for_encoder(tmp_path / f"cache{_}", tiny), data,
                              batch_size=2, num_workers=1, share_cores=True)
         assert result.loader_workers == 1 and result.has_image.all()
+
+
+# --------------------------------------------------------------------------- offline runtimes
+TEXTS = ["Vaccines contain microchips", "a meme about cats", "", "Ünïcödé, 中文 and 😀", "x " * 400]
+
+
+def _within_tolerance(got: np.ndarray, reference: np.ndarray) -> None:
+    """The runtimes' contract (and the README's): after L2 normalisation, cosine >= 0.9999 and no component
+    more than 1e-4 away from torch fp32's."""
+    assert got.shape == reference.shape and got.dtype == np.float32
+    assert (got * reference).sum(1).min() >= 0.9999
+    np.testing.assert_allclose(got, reference, atol=1e-4, rtol=0)
+
+
+def test_offline_onnxruntime_gives_torch_fp32_vectors(offline):
+    """The default runtime on a CPU is onnxruntime; its vectors are torch fp32's within the tolerance, so the
+    two share one identity (one embedding cache, nothing re-encoded when the runtime changes)."""
+    reference = build_encoder(EmbedConfig(backend="offline", threads=2, runtime="torch"), Path("."))
+    onnx_enc = build_encoder(EmbedConfig(backend="offline", threads=2, runtime="onnx"), Path("."))
+    assert offline.runtimes == onnx_enc.runtimes == {"text": "onnx", "image": "onnx"}
+    assert reference.runtimes == {"text": "torch", "image": "torch"}
+    assert onnx_enc.identity == reference.identity == offline.identity
+    _within_tolerance(onnx_enc.encode_texts(TEXTS), reference.encode_texts(TEXTS))
+    images = torch.stack([onnx_enc.preprocess_image(picture(s, size=(300 + 20 * s, 240))) for s in range(5)])
+    _within_tolerance(onnx_enc.encode_image_tensors(images), reference.encode_image_tensors(images))
+    assert onnx_enc.runtimes == {"text": "onnx", "image": "onnx"}  # nothing fell back to torch on the way
+
+
+def test_offline_tokenizer_is_transformers_tokenizer():
+    """The tokenizer reads tokenizer.json itself (no transformers import for an encoder whose graphs are
+    exported): the same ids, masks and padding as transformers' fast tokenizer with our settings."""
+    from transformers import AutoTokenizer
+
+    enc = build_encoder(EmbedConfig(backend="offline", threads=2), Path("."))
+    ours = enc.tokenize(TEXTS)
+    theirs = AutoTokenizer.from_pretrained(str(enc._minilm_dir))(
+        TEXTS, padding=True, truncation=True, max_length=256, return_tensors="np")
+    assert ours["input_ids"].shape == (len(TEXTS), 256)  # the long text truncates at 256 tokens
+    for name, ids in ours.items():
+        np.testing.assert_array_equal(ids, theirs[name])
+
+
+def test_onnx_export_is_cached_by_key(tmp_path, monkeypatch):
+    """A graph is exported once per key (the weights' digest and versions) into the user cache, found by
+    the next process, and a new key is a new file."""
+    from mmd.encoders import onnx
+
+    monkeypatch.setenv(onnx.CACHE_ENV, str(tmp_path / "onnx"))
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4)).eval()
+    exports = []
+
+    def export(path: Path) -> None:
+        exports.append(path)
+        onnx.export_module(module, (torch.zeros(2, 3),), path, ["x"], {"x": {0: "batch"}})
+
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"weights v1")
+    first = onnx.cached_export("toy", onnx.digest([weights], "v1"), export)
+    assert onnx.cached_export("toy", onnx.digest([weights], "v1"), export) == first and len(exports) == 1
+    assert first.parent == tmp_path / "onnx" and not list(first.parent.glob(".tmp-*"))
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    with torch.inference_mode():
+        np.testing.assert_allclose(onnx.OnnxTower(first, threads=1)({"x": x}), module(torch.from_numpy(x)).numpy(), atol=1e-6)
+    weights.write_bytes(b"weights v2")
+    second = onnx.cached_export("toy", onnx.digest([weights], "v1"), export)
+    assert second != first and len(exports) == 2
+
+
+def test_offline_runtime_fallback_and_refusals(tmp_path, monkeypatch):
+    """auto falls back to torch when onnxruntime cannot take a tower (same vectors, a warning); onnx asked for
+    explicitly fails clearly instead, as it does on a GPU or for another backend."""
+    from pydantic import ValidationError
+
+    from mmd.encoders import onnx
+
+    monkeypatch.setenv(onnx.CACHE_ENV, str(tmp_path / "onnx"))  # an empty cache: the export must run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(onnx, "export_module", broken)
+    auto = build_encoder(EmbedConfig(backend="offline", threads=2), tmp_path)
+    image = torch.stack([auto.preprocess_image(picture(1, size=(256, 256)))])
+    vec = auto.encode_image_tensors(image)
+    assert auto.runtimes["image"] == "torch" and unit_rows(vec)
+    strict = build_encoder(EmbedConfig(backend="offline", threads=2, runtime="onnx"), tmp_path)
+    with pytest.raises(EncoderUnavailable, match="exporter broke.*embed.runtime to torch"):
+        strict.encode_image_tensors(image)
+    with pytest.raises(EncoderUnavailable, match="runs on the CPU"):
+        build_encoder(EmbedConfig(backend="offline", runtime="onnx", device="cuda"), tmp_path)
+    with pytest.raises(ValidationError, match="offline backend"):
+        EmbedConfig(backend="open_clip", runtime="onnx")
+    with pytest.raises(ValidationError):
+        EmbedConfig(runtime="openvino")

@@ -91,6 +91,28 @@ def test_mining_never_returns_the_query_and_respects_labels(store):
     assert store.count("mining") == 100
 
 
+def test_exact_mining_equals_a_brute_force_scan_for_any_labels_and_query_subset():
+    """Grouping rows by label is only a faster way to the plain definition: for each query, the most similar
+    same-label row other than itself and the most similar other-label rows (two or three labels, chunked,
+    a subset of queries)."""
+    rng = np.random.default_rng(4)
+    for classes, h in ((2, 1), (3, 2)):
+        emb = _unit(rng.normal(size=(240, 12))).astype(np.float32)
+        labels = rng.integers(0, classes, len(emb))
+        sims = emb.astype(np.float64) @ emb.T.astype(np.float64)
+        np.fill_diagonal(sims, -np.inf)
+        same = labels[:, None] == labels[None, :]
+        expected_pos = np.where(same, sims, -np.inf).argmax(1)
+        expected_neg = np.argsort(-np.where(same, -np.inf, sims), axis=1, kind="stable")[:, :h]
+        mined = mine_exact(emb, labels, hard_negatives=h, chunk=32)
+        np.testing.assert_array_equal(mined.positives, expected_pos)
+        np.testing.assert_array_equal(mined.negatives, expected_neg)
+        some = np.array([200, 3, 5, 3])
+        sub = mine_exact(emb, labels, hard_negatives=h, queries=some)
+        np.testing.assert_array_equal(sub.positives, expected_pos[some])
+        np.testing.assert_array_equal(sub.negatives, expected_neg[some])
+
+
 def test_an_item_without_a_same_label_peer_is_its_own_positive():
     emb = _unit(np.random.default_rng(1).normal(size=(4, 8)))
     mined = mine_exact(emb, np.array([1, 0, 0, 0]), hard_negatives=5)

@@ -15,10 +15,10 @@ from mmd.cli.app import ParamsOpt, app, exits_on, log_to_terminal, settings_of
 
 def _stage(params: Path, name: str, **kwargs):
     """Run a stage (its params sections only, as under DVC) and print its table."""
+    settings = settings_of(params)  # a config error fails before anything else is imported
     from mmd import stages
     from mmd.tables import console, stage_table
 
-    settings = settings_of(params)
     result = stages.get(name, settings.params.evaluate.families).run(settings, log_to_terminal(), **kwargs)
     console.print(stage_table(name, result))
     return settings, result
@@ -36,15 +36,20 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
             ValueError)
 
 
+def _stage_errors() -> tuple[type[BaseException], ...]:
+    from mmd.validate import ValidationFailed
+
+    return (*_expected_errors(), ValidationFailed)
+
+
 @app.command("stage")
 def stage_command(name: str = typer.Argument(..., help="A stage of the cycle (dvc.yaml runs this)."),
                   params: Path = ParamsOpt) -> None:
     """Run one stage of the cycle with exactly the params sections its DVC stage declares."""
     from mmd.errors import EXIT_RETRYABLE, Retryable
-    from mmd.validate import ValidationFailed
 
     try:
-        with exits_on(*_expected_errors(), ValidationFailed):
+        with exits_on(_stage_errors):
             _stage(params, name)
     except Retryable as exc:
         from mmd.tables import err
@@ -101,12 +106,13 @@ def validate(params: Path = ParamsOpt) -> None:
 @app.command()
 def status(params: Path = ParamsOpt, as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Per source: items, watermark, quarantine reasons."""
+    settings = settings_of(params)  # a config error fails before anything else is imported
     from rich.table import Table
 
     from mmd.status import collect_status
     from mmd.tables import console
 
-    info = collect_status(settings_of(params))
+    info = collect_status(settings)
     if as_json:
         sys.stdout.write(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
         return
@@ -148,7 +154,7 @@ def index(
 @app.command()
 def synthesize(params: Path = ParamsOpt) -> None:
     """Generate synthetic items from what is new among the real ones into the pool (with provenance)."""
-    with exits_on(*_expected_errors()):
+    with exits_on(_expected_errors):
         _stage(params, "synthesize")
 
 
@@ -159,7 +165,7 @@ def select(
     k: Optional[int] = typer.Option(None, "--k", "-k", help="How many to select (default: params)."),
 ) -> None:
     """Select the k synthetic items closest to the live real distribution in the store."""
-    with exits_on(*_expected_errors()):
+    with exits_on(_expected_errors):
         _stage(params, "select", method=method, k=k)
 
 
@@ -182,7 +188,7 @@ def search(
         err.print("[red]give a query text, an --image, or both[/red]")
         raise typer.Exit(2)
     filters = {k_: v for k_, v in (("kind", kind), ("label", label)) if v is not None}
-    with exits_on(*_expected_errors()):
+    with exits_on(_expected_errors):
         hits = search_items(settings_of(params), text, image, k, filters or None)
     t = Table(title=f"top {k} for {text!r}" + (f" + {image.name}" if image else ""))
     for col in ("#", "score", "kind", "label", "source", "id", "text", "image"):

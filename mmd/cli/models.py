@@ -47,7 +47,7 @@ def train(
         from mmd.models.cmc.ablation import run_ablation
 
         settings = settings_of(params)
-        with exits_on(*_expected_errors()):
+        with exits_on(_expected_errors):
             result = run_ablation(settings, seeds=[int(x) for x in seeds.split(",")] if seeds else None,
                                   log=log_to_terminal())
         table = settings.layout.path(ABLATION_TABLE, family="cmc")
@@ -55,7 +55,7 @@ def train(
         console.print(table.read_text())
         console.print(f"table: {table}")
         return
-    with exits_on(LMMUnavailable, code=2), exits_on(*_expected_errors()):
+    with exits_on(LMMUnavailable, code=2), exits_on(_expected_errors):
         _, r = _stage(params, f"train_{family}", **({"variant": variant} if variant else {}))
     console.print(f"model: {r.model_dir}  ({r.seconds:.0f}s" + (f", temperature {r.temperature:.2f})"
                                                              if r.temperature is not None else ")"))
@@ -75,7 +75,7 @@ def predict(
     from mmd.models.predict import run_predict
     from mmd.tables import console
 
-    with exits_on(*_expected_errors()):  # each model's ModelMismatch is a ValueError
+    with exits_on(_expected_errors):  # each model's ModelMismatch is a ValueError
         r = run_predict(settings_of(params), _family(model), input, output)
     t = Table(title=f"predict {r.model} ({r.variant})")
     for col in ("items", "predicted 1", "mean score", "quarantined", "missing images", "accuracy", "macro-F1"):
@@ -92,7 +92,7 @@ def evaluate(params: Path = ParamsOpt) -> None:
     """Score the newly trained detectors (the challengers) on the fixed holdout, with confidence intervals."""
     from mmd.tables import console
 
-    with exits_on(*_expected_errors()):
+    with exits_on(_expected_errors):
         settings, _ = _stage(params, "evaluate")
     console.print(f"metrics: {settings.layout.evaluate_report}")
 
@@ -102,7 +102,7 @@ def gate(params: Path = ParamsOpt) -> None:
     """Champion against challenger and drift; promote or hold; then the moderators' report."""
     from mmd.tables import console
 
-    with exits_on(*_expected_errors()):
+    with exits_on(_expected_errors):
         settings, _ = _stage(params, "gate")
         from mmd.report import run_report
 
@@ -116,7 +116,7 @@ def review(params: Path = ParamsOpt) -> None:
     items join the moderators' review queue (what `mmd app` shows)."""
     from mmd.tables import console
 
-    with exits_on(*_expected_errors()):
+    with exits_on(_expected_errors):
         settings, _ = _stage(params, "review")
     console.print(f"queue: {settings.layout.review_queue}")
 
@@ -266,6 +266,6 @@ def label_add(
     else:
         err.print("[red]give --text and --label (and optionally --image), or --input FILE.jsonl[/red]")
         raise typer.Exit(2)
-    with exits_on(*_expected_errors()):
+    with exits_on(_expected_errors):
         r = add_labels(settings_of(params), rows, by)
     console.print(f"added {r['added']} labelled item(s); the RKC database holds {r['database']} ({r['labels_file']})")

@@ -62,6 +62,16 @@ class EmbedConfig(_Strict):
     num_workers: int = Field(1, ge=0)
     threads: int | None = Field(None, gt=0)
     device: str = "auto"
+    # what computes the offline encoder's towers: onnxruntime (exported once per weights, cached outside
+    # the project) or torch; auto: onnxruntime on a CPU where it is installed, else torch. Both give the
+    # same vectors (within 1e-4 after normalisation) and share one embedding cache
+    runtime: Literal["auto", "torch", "onnx"] = "auto"
+
+    @model_validator(mode="after")
+    def _onnx_is_offline_only(self) -> "EmbedConfig":
+        if self.runtime == "onnx" and self.backend != "offline":
+            raise ValueError(f"embed.runtime: onnx is for the offline backend, not {self.backend}; use auto or torch")
+        return self
 
 
 # --------------------------------------------------------------------------- index

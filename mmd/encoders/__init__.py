@@ -43,7 +43,7 @@ def build_encoder(cfg: EmbedConfig, root: Path) -> Encoder:
     if cfg.backend == "offline":
         from mmd.encoders.offline import OfflineEncoder
 
-        return OfflineEncoder(device=cfg.device, threads=cfg.threads)
+        return OfflineEncoder(device=cfg.device, threads=cfg.threads, runtime=cfg.runtime)
     if cfg.backend == "open_clip":
         from mmd.encoders.open_clip import OpenClipEncoder
 

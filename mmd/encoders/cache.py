@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmd.util import atomic_path, write_json
+from mmd.util import atomic_path, read_parquet, write_json
 from mmd.encoders.base import (
     Encoder,
     MissingImage,
@@ -67,7 +67,7 @@ class _Modality:
         self.parts: list[Path] = sorted(folder.glob(f"{prefix}-*.parquet"))
         self.index: dict[str, tuple[int, int]] = {}  # key -> (part number, row)
         for p, part in enumerate(self.parts):
-            for row, key in enumerate(pq.read_table(part, columns=["key"]).column("key").to_pylist()):
+            for row, key in enumerate(read_parquet(part, ["key"]).column("key").to_pylist()):
                 self.index[key] = (p, row)
         self.loaded: dict[int, np.ndarray] = {}
         self.pending: dict[str, np.ndarray] = {}
@@ -77,7 +77,7 @@ class _Modality:
 
     def _vectors(self, p: int) -> np.ndarray:
         if p not in self.loaded:
-            column = pq.read_table(self.parts[p], columns=["vec"]).column("vec").combine_chunks()
+            column = read_parquet(self.parts[p], ["vec"]).column("vec").combine_chunks()
             flat = column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
             self.loaded[p] = flat.reshape(len(column), self.dim)
         return self.loaded[p]

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mmd.config import Settings
 from mmd.formats.vectors import read_vectors
 from mmd.items import ITEM_SCHEMA, read_table
+from mmd.util import read_parquet
 
 SYNTH_SCHEMA = ITEM_SCHEMA.append(pa.field("generator", pa.string())) \
     .append(pa.field("parent_ids", pa.list_(pa.string()))) \
@@ -37,7 +37,7 @@ def read_pool(settings: Settings) -> pa.Table:
 def read_selected(settings: Settings) -> list[dict[str, Any]]:
     """The selected synthetic rows (empty when nothing was selected)."""
     path = settings.layout.selected
-    return pq.read_table(path).to_pylist() if path.exists() else []
+    return read_parquet(path).to_pylist() if path.exists() else []
 
 
 def read_pool_vectors(path: Path, encoder: str) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:

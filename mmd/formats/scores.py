@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mmd.config import Settings
+from mmd.util import read_parquet
 
 HOLDOUT = "holdout"
 
@@ -29,5 +29,5 @@ def score_table(rows: list[dict], role: dict[str, str], scores: np.ndarray) -> p
 
 def read_scores(settings: Settings, family: str) -> dict[str, float]:
     """id -> score of a family's challenger."""
-    rows = pq.read_table(settings.layout.evaluation_scores(family), columns=["id", "score"]).to_pylist()
+    rows = read_parquet(settings.layout.evaluation_scores(family), ["id", "score"]).to_pylist()
     return {r["id"]: r["score"] for r in rows}

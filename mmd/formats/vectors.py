@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mmd.items import write_table
+from mmd.util import read_parquet
 
 
 def vectors_schema(dim: int) -> pa.Schema:
@@ -40,7 +40,7 @@ def read_vectors(path: Path) -> tuple[pa.Table, np.ndarray, str]:
     """The embeddings table, its mixed vectors as an (N, dim) array, and the encoder identity."""
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run `mmd embed` first")
-    table = pq.read_table(path)
+    table = read_parquet(path)
     meta = table.schema.metadata or {}
     dim = int(meta.get(b"dim", b"0"))
     col = table.column("mixed").combine_chunks()

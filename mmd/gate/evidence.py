@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from mmd.config import Settings
 from mmd.evaluate import drift as D
@@ -29,6 +28,7 @@ from mmd.formats.scores import HOLDOUT, read_scores
 from mmd.formats.vectors import read_vectors
 from mmd.registry import Registry, Version
 from mmd.results import IngestReport
+from mmd.util import read_parquet
 
 
 class Items:
@@ -108,7 +108,7 @@ def synthetic_vectors(settings: Settings) -> np.ndarray:
 
 
 def _reference_ids(path: Path) -> list[str]:
-    return pq.read_table(path).column("id").to_pylist() if path.exists() else []
+    return read_parquet(path, ["id"]).column("id").to_pylist() if path.exists() else []
 
 
 def gather(settings: Settings, family: str, items: Items, registry: Registry, validation: Check) -> Evidence:

@@ -6,7 +6,7 @@ the current embeddings g; an example is never its own neighbour. Two ways:
 - `mine_store`: the embeddings go into a vector-store collection (ids = item ids, payload
   = label) and each example searches it with a label filter (its two nearest, itself
   dropped);
-- `mine_exact`: a chunked matmul + top-k in torch. Both give the same answer (exact search).
+- `mine_exact`: a chunked matmul + max / top-k in torch, per label. Both give the same answer (exact search).
 - `mine_batch` (rgcl.mining_query: batch, the authors' code): at every step, the batch's
   current embeddings search the refresh's embeddings of the whole training set, their own
   rows included, within a window of nearest neighbours.
@@ -41,25 +41,61 @@ def n_negatives(labels: np.ndarray, wanted: int) -> int:
     return int(min(wanted, counts.min()))
 
 
-def mine_exact(embeddings: np.ndarray, labels: np.ndarray, hard_negatives: int, chunk: int = 4096,
-               device: str | torch.device = "cpu") -> Mined:
-    emb = torch.as_tensor(np.asarray(embeddings, np.float32), device=device)
-    y = torch.as_tensor(np.asarray(labels, np.int64), device=device)
+# similarities held at once: rows per chunk x N columns (float32); at 100k items, 4096 rows would be 1.6 GB
+CHUNK_ELEMENTS = 1 << 26
+
+
+def default_chunk(n: int) -> int:
+    """Query rows per matmul: up to 4096, fewer where N columns would make the block big."""
+    return int(min(4096, max(256, CHUNK_ELEMENTS // max(n, 1))))
+
+
+def mine_exact(embeddings: np.ndarray, labels: np.ndarray, hard_negatives: int, chunk: int | None = None,
+               device: str | torch.device = "cpu", queries: np.ndarray | None = None) -> Mined:
+    """Exact mining in torch: the rows are grouped by label once, so a query's positive is the max over its
+    own label's block of columns (itself excluded) and its hard negatives the top-k over the other blocks of
+    the same similarity row: one matmul over all N rows, a max and a top-k. No N-wide label mask is built,
+    compared or filled: at 100k items those passes over the similarities cost more than the matmul itself
+    (benchmarks/bench_mining.py). `queries`: the item indices to mine for (default all; the result is in
+    their order), e.g. a sample when measuring."""
+    emb = torch.as_tensor(np.ascontiguousarray(embeddings, dtype=np.float32), device=device)
+    y = np.asarray(labels, np.int64)
     n = len(emb)
-    h = n_negatives(labels, hard_negatives)
-    pos = np.empty(n, np.int64)
-    neg = np.empty((n, h), np.int64)
-    for start in range(0, n, chunk):
-        rows = torch.arange(start, min(start + chunk, n), device=device)
-        sims = emb[rows] @ emb.T
-        sims[torch.arange(len(rows), device=device), rows] = float("-inf")  # never itself
-        same = y[rows, None] == y[None, :]
-        best, arg = sims.masked_fill(~same, float("-inf")).max(dim=1)
-        arg = torch.where(torch.isinf(best), rows, arg)  # no same-label peer: itself
-        pos[start : start + len(rows)] = arg.cpu().numpy()
-        if h:
-            neg[start : start + len(rows)] = sims.masked_fill(same, float("-inf")).topk(h, dim=1).indices.cpu().numpy()
+    h = n_negatives(y, hard_negatives)
+    queries = np.arange(n) if queries is None else np.asarray(queries, np.int64)
+    pos = queries.copy()  # no same-label peer: itself
+    neg = np.empty((len(queries), h), np.int64)
+    order = np.argsort(y, kind="stable")  # grouped by label, each group in item order (ties resolve as before)
+    grouped = emb[torch.as_tensor(order, device=device)]
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    chunk = chunk or default_chunk(n)
+    for c in np.unique(y[queries]):
+        lo, hi = np.searchsorted(y[order], c, "left"), np.searchsorted(y[order], c, "right")
+        others = [(a, b) for a, b in ((0, lo), (hi, n)) if b > a]
+        slots = np.flatnonzero(y[queries] == c)
+        for start in range(0, len(slots), chunk):
+            at = slots[start : start + chunk]
+            rows = torch.as_tensor(rank[queries[at]], device=device)
+            sims = grouped[rows] @ grouped.T
+            block = sims[:, lo:hi]
+            block[torch.arange(len(rows), device=device), rows - lo] = float("-inf")  # never itself
+            best, arg = block.max(dim=1)
+            found = (~torch.isinf(best)).cpu().numpy()
+            pos[at[found]] = order[lo + arg.cpu().numpy()[found]]
+            if h:
+                neg[at] = order[_top_columns(sims, others, h).cpu().numpy()]
     return Mined(pos, neg)
+
+
+def _top_columns(sims: torch.Tensor, spans: list[tuple[int, int]], k: int) -> torch.Tensor:
+    """Each row's k largest columns among the column spans [a, b) (one span for two labels)."""
+    if len(spans) == 1:
+        a, b = spans[0]
+        return sims[:, a:b].topk(k, dim=1).indices + a
+    parts = [(sims[:, a:b].topk(min(k, b - a), dim=1), a) for a, b in spans]
+    columns = torch.cat([top.indices + a for top, a in parts], dim=1)
+    return columns.gather(1, torch.cat([top.values for top, _ in parts], dim=1).topk(k, dim=1).indices)
 
 
 def mine_store(store, collection: str, ids: Sequence[str], embeddings: np.ndarray, labels: np.ndarray,

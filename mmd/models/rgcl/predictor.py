@@ -15,7 +15,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
@@ -26,7 +25,7 @@ from mmd.models.io import read_model_config, save_weights
 from mmd.models.rgcl.config import RGCLConfig, saved_config
 from mmd.models.rgcl.knn import TIE_MARGIN, rkc_from_hits
 from mmd.models.rgcl.model import RGCLHead
-from mmd.util import write_json
+from mmd.util import read_parquet, write_json
 
 MODEL_NAME = "rgcl"
 
@@ -66,7 +65,7 @@ def write_database(path: Path, ids: Sequence[str], labels: np.ndarray, g: np.nda
 
 
 def read_database(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    table = pq.read_table(path)
+    table = read_parquet(path)
     dim = int(table.schema.metadata[b"dim"])
     col = table.column("g").combine_chunks()
     g = col.values.to_numpy(zero_copy_only=False).reshape(-1, dim) if len(col) else np.zeros((0, dim), np.float32)
