@@ -64,8 +64,7 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def render_meme(text: str, rng: random.Random, size: tuple[int, int] = (256, 256)) -> bytes:
-    """A meme-like picture: a coloured background, a few shapes, the caption in white on black."""
+def _shapes(rng: random.Random, size: tuple[int, int]) -> tuple[Image.Image, ImageDraw.ImageDraw]:
     bg = tuple(rng.randrange(40, 216) for _ in range(3))
     img = Image.new("RGB", size, bg)
     draw = ImageDraw.Draw(img)
@@ -74,6 +73,20 @@ def render_meme(text: str, rng: random.Random, size: tuple[int, int] = (256, 256
         x1, y1 = x0 + rng.randrange(20, 120), y0 + rng.randrange(20, 90)
         color = tuple(rng.randrange(0, 256) for _ in range(3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x1, y1], fill=color)
+    return img, draw
+
+
+def render_shapes(rng: random.Random, size: tuple[int, int] = (256, 256)) -> bytes:
+    """A picture with no words in it: a coloured background and a few shapes."""
+    img, _ = _shapes(rng, size)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def render_meme(text: str, rng: random.Random, size: tuple[int, int] = (256, 256)) -> bytes:
+    """A meme-like picture: a coloured background, a few shapes, the caption in white on black."""
+    img, draw = _shapes(rng, size)
     font = _font(14)
     words, lines, line = text.upper().split(), [], ""
     for w in words:
@@ -110,11 +123,12 @@ def write_memes(folder: Path, n: int, rng: random.Random, tag: str = "") -> int:
         splits["val" if i % 5 == 4 else "test" if i % 5 == 3 else "train"].append(json.dumps(record))
     # broken on purpose: a truncated image, a label outside the set, a line that is not JSON
     (images / "demo_broken.jpg").write_bytes(render_meme("[DEMO] truncated", rng)[:300])
+    (images / "demo_no_words.jpg").write_bytes(render_shapes(random.Random(0)))
     splits["train"] += [
         json.dumps({"id": "demo_meme_broken_image", "image": "demo_broken.jpg", "text": "[DEMO] truncated image", "label": "0"}),
         json.dumps({"id": "demo_meme_bad_label", "image": "demo_meme_0000.jpg", "text": "[DEMO] odd label", "label": "maybe"}),
-        # passes ingest, fails validation (text length)
-        json.dumps({"id": "demo_meme_empty_text", "image": "demo_meme_0001.jpg", "text": "  ", "label": "0"}),
+        # passes ingest, fails validation (text length): blank text, and a picture with no words for OCR to read
+        json.dumps({"id": "demo_meme_empty_text", "image": "demo_no_words.jpg", "text": "  ", "label": "0"}),
         '{"id": "demo_meme_bad_json", "text": "[DEMO] unterminated',
     ]
     for split, lines in splits.items():
