@@ -13,7 +13,7 @@ offline encoder (MiniLM-L6 text, EfficientNet-Lite0 image), seeds 0, 1, 2:
 
 Rows: a logistic regression on the text features alone (class weights none and balanced; the bar a
 detector has to clear), one on text + image, CMC with the variant and class weights params.yaml sets
-(`cmc.variant`, `cmc.class_weight`) and the other variants measured for that choice, and RGCL with its
+(`cmc.variant`, `cmc.class_weight`, `cmc.picture_weight`) and the other settings measured for that choice, and RGCL with its
 default predictor (RKC) and its logistic head. Figures are on the held-out split at the 0.5 threshold of
 the calibrated scores: mean ± std over the seeds, and for each row the 95% interval of the seed-mean from a
 bootstrap that resamples whole pictures (posts that share a picture, and memes that share an image, are
@@ -39,11 +39,13 @@ sys.path.insert(0, str(ROOT / "experiments"))
 SEEDS = (0, 1, 2)
 DRAWS = 1000
 COLUMNS = ("accuracy", "auroc", "macro_f1", "pos_p", "pos_r", "pos_f1", "neg_p", "neg_r", "neg_f1")
-# the CMC variants measured beside the default, per dataset, with their class weights
+# the CMC settings measured beside the default, per dataset: (variant, class weights, picture weights)
 CMC_ROWS = {
-    "harmeme": [("cmc", "none"), ("cmc", "balanced"), ("text_distill", "balanced"), ("block", "balanced")],
-    "mediaeval": [("cmc", "none"), ("cmc", "balanced"), ("text_distill", "none"), ("text_distill", "balanced"),
-                  ("text", "balanced"), ("block", "balanced")],
+    "harmeme": [("cmc", "none", "none"), ("cmc", "none", "equal"), ("text", "none", "equal"),
+                ("text_distill", "balanced", "equal"), ("block", "balanced", "equal")],
+    "mediaeval": [("cmc", "none", "none"), ("cmc", "none", "equal"), ("text", "none", "none"),
+                  ("text", "none", "equal"), ("text", "balanced", "equal"), ("text_distill", "balanced", "equal"),
+                  ("block", "balanced", "equal")],
 }
 PUBLISHED = {
     "harmeme": [
@@ -122,12 +124,12 @@ def measure(name: str, settings, log: Callable[[str], None]) -> dict:
     data = load_training_data(settings)
     log(f"{name}: {json.dumps(data.summary())}")
     cmc, rgcl = settings.params.cmc, settings.params.rgcl
-    default = (cmc.variant, cmc.class_weight)
+    default = (cmc.variant, cmc.class_weight, cmc.picture_weight)
     rows: dict[str, dict] = {}
 
-    def add(row: str, scores: list[np.ndarray], about: str) -> None:
+    def add(row: str, scores: list[np.ndarray], about: str, config: list | None = None) -> None:
         flats = [_flat(classification_metrics(data.test.labels, p, labels), labels) for p in scores]
-        rows[row] = {"about": about, "runs": flats,
+        rows[row] = {"about": about, "config": config, "runs": flats,
                      "mean": {c: float(np.nanmean([f[c] for f in flats])) for c in COLUMNS},
                      "std": {c: float(np.nanstd([f[c] for f in flats])) for c in COLUMNS},
                      "interval": cluster_interval(data.test.labels, scores, picture_clusters(data.test), labels)}
@@ -142,22 +144,29 @@ def measure(name: str, settings, log: Callable[[str], None]) -> dict:
     add("logistic regression, text + image (balanced)",
         [logistic(data, lambda s: np.concatenate([s.text, s.image], 1), "balanced", s) for s in SEEDS],
         "the concatenated features")
-    for variant, cw in dict.fromkeys([default, *CMC_ROWS[name]]):
-        c = cmc.model_copy(update={"class_weight": cw})
+    for variant, cw, pw in dict.fromkeys([default, *CMC_ROWS[name]]):
+        c = cmc.model_copy(update={"class_weight": cw, "picture_weight": pw})
         runs = [train_variant(data, c, tcfg, variant, s) for s in SEEDS]
-        tag = " (the default)" if (variant, cw) == default else ""
-        add(f"CMC {variant}, class weights {cw}{tag}", [r.scores["test"] for r in runs],
-            f"{variant}: best epochs {[r.stopped for r in runs]}")
+        add(cmc_row(variant, cw, pw), [r.scores["test"] for r in runs],
+            f"{variant}: best epochs {[r.stopped for r in runs]}", ["cmc", variant, cw, pw])
     heads, rkcs = [], []
     for s in SEEDS:
         tr = train_rgcl(data, rgcl, tcfg, seed=s)
         rkcs.append(tr.rkc["test"])
         heads.append(head_scores(tr, data))
-    add(f"RGCL + RKC (k = {rgcl.rkc.k})" + (" (the default)" if rgcl.predict_with == "rkc" else ""), rkcs,
-        "retrieval kNN over the training embeddings")
-    add("RGCL, logistic head", heads, "the head's calibrated scores")
-    return {"data": data.summary(), "labels": list(labels), "default": {"cmc": list(default), "rgcl": rgcl.predict_with},
-            "rows": rows, "published": PUBLISHED[name]}
+    add(f"RGCL + RKC (k = {rgcl.rkc.k})", rkcs, "retrieval kNN over the training embeddings", ["rgcl", "rkc"])
+    add("RGCL, logistic head", heads, "the head's calibrated scores", ["rgcl", "head"])
+    return {"data": data.summary(), "labels": list(labels), "rows": rows, "published": PUBLISHED[name]}
+
+
+def cmc_row(variant: str, class_weight: str, picture_weight: str) -> str:
+    return f"CMC {variant}, class weights {class_weight}, picture weights {picture_weight}"
+
+
+def defaults(settings) -> list[list]:
+    """The configs params.yaml trains by default, as the rows' `config` names them."""
+    cmc, rgcl = settings.params.cmc, settings.params.rgcl
+    return [["cmc", cmc.variant, cmc.class_weight, cmc.picture_weight], ["rgcl", rgcl.predict_with]]
 
 
 def head_scores(trained, data) -> np.ndarray:
@@ -177,6 +186,8 @@ def table(name: str, result: dict) -> str:
     order = ("accuracy", "auroc", "macro_f1", "pos_p", "pos_r", "pos_f1", "neg_p", "neg_r", "neg_f1")
     lines = [f"**{name}**", "", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row, r in result["rows"].items():
+        if r.get("config") in result["default"]:
+            row += " **(the default)**"
         cells = []
         for c in order:
             cell = f"{r['mean'][c]:.3f} ± {r['std'][c]:.3f}"
@@ -198,34 +209,49 @@ def main() -> None:
     from mmd.config import load_settings
     from synthetic_selection import prepare
 
-    started = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="harmeme,mediaeval")
     parser.add_argument("--out", default=str(ROOT / "docs" / "experiments"))
     parser.add_argument("--skip-prepare", action="store_true", help="reuse the data already prepared")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: mark params.yaml's defaults in the stored results and write the table")
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.render:
+        return write(out, json.loads((out / "quality.json").read_text()))
     if not (ROOT.parent / "shared" / "datasets").exists():
         sys.exit(f"the real datasets are not at {ROOT.parent / 'shared' / 'datasets'}; this experiment needs them")
     from cmc_ablation import prepare_selected
     from rgcl_harmeme import prepare_plain
 
     preparers = {"rgcl": prepare_plain, "cmc": lambda s: (prepare(s), prepare_selected(s))}
-    result: dict = {"made_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "seeds": list(SEEDS), "draws": DRAWS,
-                    "datasets": {}}
+    # measuring one dataset keeps the other's stored results
+    result: dict = json.loads((out / "quality.json").read_text()) if (out / "quality.json").exists() else {}
+    result.update({"made_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "seeds": list(SEEDS), "draws": DRAWS})
+    result.setdefault("datasets", {})
     for name in args.datasets.split(","):
+        started = time.perf_counter()
         spec = DATASETS[name]
         settings = load_settings(ROOT / "configs" / spec["params"])
         if not args.skip_prepare:
             preparers[spec["prepare"]](settings)
         result["datasets"][name] = measure(name, settings, lambda m: print(m, flush=True))
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    out = Path(args.out)
+        result.setdefault("seconds", {})[name] = round(time.perf_counter() - started, 1)
+        write(out, result)
+
+
+def write(out: Path, result: dict) -> None:
+    """quality.json, and the table with the rows params.yaml trains by default marked."""
+    from mmd.config import load_settings
+
+    for name, r in result["datasets"].items():
+        r["default"] = defaults(load_settings(ROOT / "configs" / DATASETS[name]["params"]))
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
     text = "\n".join(table(n, r) for n, r in result["datasets"].items())
     (out / "quality-table.md").write_text(text)
     print(text)
-    print(f"wrote {out} in {result['seconds']:.0f}s")
+    print(f"wrote {out}", flush=True)
 
 
 if __name__ == "__main__":

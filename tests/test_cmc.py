@@ -13,7 +13,7 @@ from mmd.evaluate.metrics import auroc, classification_metrics, expected_calibra
 from mmd.models.cmc.config import VARIANTS, BlockConfig, CMCConfig
 from mmd.models.cmc.loss import ContrastMemory, CrossModalDistillation, nce_loss
 from mmd.models.cmc.model import Block, chunk_sizes
-from mmd.models.cmc.fit import train_variant
+from mmd.models.cmc.fit import item_weights, train_variant
 from mmd.models.cmc.predictor import Inputs, load_model, predict_logits, save_model
 from mmd.models.data import Split, TrainData, assign_roles, row_matches
 
@@ -161,6 +161,33 @@ def test_every_variant_learns_a_separable_signal(name):
     assert stages == ({"networks", "fusion"} if VARIANTS[name].head == "fusion" else
                       {"joint"} if VARIANTS[name].head in ("joint", "concat") else {"networks"})
     assert trained.temperature > 0
+
+
+def test_items_sharing_a_picture_weigh_one_item_together_and_classes_can_weigh_half():
+    # a viral picture: ten reposts of one fake picture, against two real pictures and one text-only real post
+    labels = np.array([1] * 10 + [0, 0, 0])
+    has = np.array([True] * 12 + [False])
+    split = Split([f"p{k}" for k in range(13)], labels, np.zeros((13, 2), np.float32), np.zeros((13, 2), np.float32),
+                  has, np.zeros(13, bool), [], ["images/aa/viral.jpg"] * 10 + ["images/bb/a.jpg", "images/cc/b.jpg", None])
+    assert item_weights(CMCConfig(), split) is None
+    w = item_weights(CMCConfig(picture_weight="equal"), split)
+    assert w.mean() == pytest.approx(1.0)
+    # four stories: the viral picture, two real pictures, the text-only post; each weighs 13/4 in all
+    assert w[:10].sum() == pytest.approx(13 / 4) and w[10] == w[11] == w[12] == pytest.approx(13 / 4)
+    w = item_weights(CMCConfig(picture_weight="equal", class_weight="balanced"), split)
+    assert w[:10].sum() == pytest.approx(w[10:].sum()) == pytest.approx(6.5)
+    w = item_weights(CMCConfig(class_weight="balanced"), split)
+    assert w[labels == 1].sum() == pytest.approx(w[labels == 0].sum())
+    # the weights reach the loss: with every picture distinct they change nothing; with shared pictures they do
+    cfg = CMCConfig.model_validate({**FAST, "epochs": 4, "calibrate": False})
+    train, val = _split(60, 4), _split(30, 5)
+    def run(split, weight):
+        return [h["val_loss"] for h in train_variant(_data(split, val), cfg.model_copy(update={"picture_weight": weight}),
+                                                     TrainConfig(), "text").history]
+    distinct = Split(**{**train.__dict__, "image_paths": [f"images/{k}.jpg" for k in range(60)]})
+    shared = Split(**{**train.__dict__, "image_paths": [f"images/{k % 6}.jpg" for k in range(60)]})
+    assert run(distinct, "equal") == pytest.approx(run(distinct, "none"), rel=1e-5)
+    assert run(shared, "equal") != pytest.approx(run(shared, "none"), rel=1e-3)
 
 
 def test_early_stopping_keeps_the_best_validation_epoch():

@@ -98,4 +98,7 @@ class CMCConfig(_Strict):
     fusion_epochs: int = Field(30, gt=0)    # stage 2
     patience: int = Field(5, gt=0)          # epochs without a better validation loss before stopping
     class_weight: Literal["none", "balanced"] = "none"
+    # equal: the items that share a picture weigh one item together in the loss (MediaEval's viral pictures
+    # come with thousands of near-identical reposts); none: every item weighs one
+    picture_weight: Literal["none", "equal"] = "none"
     calibrate: bool = True                  # temperature scaling on the validation split

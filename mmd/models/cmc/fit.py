@@ -24,7 +24,7 @@ from mmd.models.cmc.config import VARIANTS, CMCConfig
 from mmd.models.cmc.loss import CrossModalDistillation
 from mmd.models.cmc.model import CMCModel
 from mmd.models.cmc.predictor import Inputs, RawInputs, _batches, build_model, predict_logits, probabilities
-from mmd.models.data import TrainData
+from mmd.models.data import Split, TrainData
 from mmd.models.fit import EarlyStopping, optimise
 
 GRAD_CLIP = 5.0
@@ -90,11 +90,27 @@ def _optimizers(cfg: CMCConfig, heads: Sequence[nn.Module], model: CMCModel) -> 
     return [adam] + ([sgd] if sgd is not None else [])
 
 
-def _class_weights(cfg: CMCConfig, labels: np.ndarray, device: torch.device) -> torch.Tensor | None:
-    if cfg.class_weight == "none":
+def item_weights(cfg: CMCConfig, split: Split) -> np.ndarray | None:
+    """Each item's weight in the loss (mean 1), or None for plain cross-entropy.
+
+    `picture_weight: equal`: the items that share a picture weigh one item together (a viral picture's
+    thousands of reposts say about as much as one story); `class_weight: balanced`: each class weighs half."""
+    if cfg.class_weight == "none" and cfg.picture_weight == "none":
         return None
-    counts = np.bincount(labels, minlength=2).astype(np.float64)
-    return torch.as_tensor(len(labels) / (2 * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    w = np.ones(len(split), np.float64)
+    if cfg.picture_weight == "equal":
+        paths = split.image_paths or [None] * len(split)  # the store names a picture by its content
+        keys = [p if p and h else f"id:{i}" for p, h, i in zip(paths, split.has_image, split.ids)]
+        _, inverse, counts = np.unique(np.array(keys, dtype=object).astype(str), return_inverse=True,
+                                       return_counts=True)
+        w /= counts[inverse]
+    if cfg.class_weight == "balanced":
+        total = w.sum()
+        for c in (0, 1):
+            mask = split.labels == c
+            if mask.any():
+                w[mask] *= 0.5 * total / w[mask].sum()
+    return (w * len(w) / w.sum()).astype(np.float32)
 
 
 def train_variant(data: TrainData, cfg: CMCConfig, train_cfg: TrainConfig, variant_name: str | None = None,
@@ -110,27 +126,35 @@ def train_variant(data: TrainData, cfg: CMCConfig, train_cfg: TrainConfig, varia
     gen = torch.Generator().manual_seed(seed)
     model = build_model(cfg, variant, data.text_dim, data.image_dim, backbones).to(device)
     train, val = Inputs(data.train, device, raw), Inputs(data.val, device, raw)
-    weight = _class_weights(cfg, data.train.labels, device)
+    w_train, w_val = (None if (w := item_weights(cfg, split)) is None else torch.as_tensor(w, device=device)
+                      for split in (data.train, data.val))
     history: list[dict] = []
     stopped: dict[str, int] = {}
 
-    def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y, weight=weight)
+    def ce(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+        if w is None:
+            return F.cross_entropy(logits, y)
+        return (F.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
 
     @torch.no_grad()
     def val_loss(fn: Callable[[Any, Any, torch.Tensor], dict[str, torch.Tensor] | torch.Tensor], keys=None) -> float:
         model.eval()
-        total = 0.0
+        total, mass = 0.0, 0.0
         for idx in _batches(len(val), 512, None, device):
             out = fn(*val.batch(idx))
-            y = val.labels[idx]
-            total += float(sum(ce(out[k], y) for k in keys) if keys else ce(out, y)) * len(idx)
-        return total / len(val)
+            y, w = val.labels[idx], None if w_val is None else w_val[idx]
+            m = float(len(idx) if w is None else w.sum())
+            total += float(sum(ce(out[k], y, w) for k in keys) if keys else ce(out, y, w)) * m
+            mass += m
+        return total / max(mass, 1e-12)
+
+    def w_of(idx: torch.Tensor) -> torch.Tensor | None:
+        return None if w_train is None else w_train[idx]
 
     if variant.head in ("joint", "concat"):
         def step(idx):
             t, v, p = train.batch(idx)
-            return ce(model(t, v, p), train.labels[idx])
+            return ce(model(t, v, p), train.labels[idx], w_of(idx))
 
         stopped["joint"] = _fit(cfg, history, gen, device, "joint", [model], _optimizers(cfg, [model], model), len(train), step,
                                lambda: val_loss(model), cfg.epochs)
@@ -154,7 +178,7 @@ def train_variant(data: TrainData, cfg: CMCConfig, train_cfg: TrainConfig, varia
             t, v, p = train.batch(idx)
             y = train.labels[idx]
             out = model.branch_outputs(t, v, p)
-            loss = sum(ce(out[f"{b}_logits"], y) for b in variant.branches)
+            loss = sum(ce(out[f"{b}_logits"], y, w_of(idx)) for b in variant.branches)
             if distill is not None:
                 anchors = bank_index[idx] >= 0
                 if int(anchors.sum()) >= 1:
@@ -187,12 +211,12 @@ def train_variant(data: TrainData, cfg: CMCConfig, train_cfg: TrainConfig, varia
             va_t, va_v = features(val)
 
             def step2(idx):
-                return ce(model.fusion(tr_t[idx], tr_v[idx]), train.labels[idx])
+                return ce(model.fusion(tr_t[idx], tr_v[idx]), train.labels[idx], w_of(idx))
 
             @torch.no_grad()
             def val2() -> float:
                 model.fusion.eval()
-                return float(ce(model.fusion(va_t, va_v), val.labels))
+                return float(ce(model.fusion(va_t, va_v), val.labels, w_val))
 
             stopped["fusion"] = _fit(cfg, history, gen, device, "fusion", [model.fusion], _optimizers(cfg, [model.fusion], model), len(train),
                                     step2, val2, cfg.fusion_epochs)
