@@ -55,6 +55,36 @@ def test_the_scale_section_is_strict_and_its_default_is_one_process():
     assert parse_params({"scale": {"engine": "dask", "scheduler": "tcp://dask-scheduler:8786"}}).scale.shards == 32
 
 
+def test_embedding_shards_are_the_distinct_cache_misses_by_content_hash(tmp_path):
+    from mmd.encoders import EmbeddingCache, text_key
+    from mmd.scale.embed import shard_payloads
+
+    items = [{"id": f"i{k}", "text": f"caption {k % 5}", "image_path": f"images/{k % 3}.jpg",
+              "image_sha256": f"{k % 3:064x}"} for k in range(12)]
+    cache = EmbeddingCache(tmp_path / "cache", "test-encoder", 4, 4)
+    cache.put_texts([text_key("caption 0")], np.ones((1, 4), np.float32))
+    payloads = shard_payloads(items, cache, tmp_path, 4)
+    texts = [kt for p in payloads.values() for kt in p["texts"]]
+    images = [ki for p in payloads.values() for ki in p["images"]]
+    assert sorted(t for _, t in texts) == [f"caption {k}" for k in range(1, 5)]  # each once, the cached one not
+    assert sorted(k for k, _ in images) == [f"{k:064x}" for k in range(3)]
+    for shard, p in payloads.items():
+        assert all(shard_of(key, 4) == shard for key, _ in p["texts"] + p["images"])
+
+
+def test_a_worker_rebuilds_only_the_declared_sections_with_its_own_threads(make_settings):
+    from mmd.config import UndeclaredSection
+    from mmd.scale.spec import worker_spec
+
+    settings = make_settings(embed={"threads": 8, "num_workers": 2}, scale={"engine": "dask", "torch_threads": 3})
+    spec = worker_spec(settings.for_stage("embed", ("embed", "scale")), ("embed",))
+    assert set(spec["params"]) == {"paths", "embed"} and spec["root"] == str(settings.root)
+    assert (spec["params"]["embed"]["threads"], spec["params"]["embed"]["num_workers"]) == (3, 0)
+    assert parse_params(spec["params"]).embed.backend == settings.params.embed.backend
+    with pytest.raises(UndeclaredSection, match="'train'"):
+        worker_spec(settings.for_stage("embed", ("embed", "scale")), ("embed", "train"))
+
+
 def test_a_scheduler_that_is_not_there_fails_fast_and_says_where():
     started = time.monotonic()
     with pytest.raises(ScaleError, match=r"no Dask scheduler answered at tcp://127\.0\.0\.1:1 within 2 s"):
@@ -71,6 +101,18 @@ def test_a_scheduler_without_workers_fails_fast():
         with pytest.raises(ScaleError, match="has no worker after 1 s"):
             connect(ScaleConfig(engine="dask", scheduler=empty.scheduler_address, connect_timeout_s=1))
         assert time.monotonic() - started < 10
+
+
+def test_a_local_cluster_starts_workers_with_torch_threads_and_glibc_adaptive_malloc(monkeypatch):
+    import os
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with open_engine(ScaleConfig(engine="dask", workers=1, torch_threads=2, connect_timeout_s=60)) as engine:
+        env = engine.client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
+        assert list(env.values()) == [(None, "2")]
+        # and the nanny's writes into this process's environment are undone
+        assert "MALLOC_TRIM_THRESHOLD_" not in os.environ and "OMP_NUM_THREADS" not in os.environ
 
 
 # --------------------------------------------------------------------------- a real multi-process cluster

@@ -14,7 +14,7 @@ database in the store here). A predictor without them is scored in one process, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class Shardable(Predictor, Protocol):
     def finish_scores(self, parts: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
-def shardable(predictor: Predictor) -> bool:
+def shardable(predictor: Predictor) -> TypeGuard[Shardable]:
     """Whether the predictor splits its scoring into a worker's part and the driver's (see the docstring)."""
     return callable(getattr(predictor, "score_features", None)) and callable(getattr(predictor, "finish_scores", None))
 

@@ -13,11 +13,11 @@ Methods (`select.method`): `random`; `semsim` and `dissim` (Zeng et al., see
 
 Reads the real target (`select.target`, a filter on the items collection) and the
 candidates (`select.candidates`, a filter on the synthetic collection) from the store,
-page by page (the driver alone reads the store; with `scale.engine: dask` the candidate
-scoring passes run in shards on Dask workers, `mmd.scale.synth`). Writes under `<data>/selected/`: selected.parquet (the pool rows with
+page by page. Writes under `<data>/selected/`: selected.parquet (the pool rows with
 rank and scores), features.parquet (their mixed vectors, the frame the drift gate
 compares with the real data), scores.parquet (every candidate's scores); and
-`reports/select.json`.
+`reports/select.json`. With `scale.engine: dask` the candidates' scoring passes run in
+shards on Dask workers (`mmd.scale.synth`); the store is still read here alone.
 """
 
 from __future__ import annotations
