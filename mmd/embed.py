@@ -4,7 +4,9 @@ Reads `<data>/validated/items.parquet`; writes `<data>/embeddings/items.parquet`
 (id, content hash, has_image, the mixed vector), keeps the per-encoder cache under
 `<data>/embeddings/cache/`, and `reports/embed.json`. An item whose image vanished since
 validation is quarantined (`<data>/embeddings/quarantine.parquet`), not embedded, and
-the stage reconciles: in = embedded + quarantined.
+the stage reconciles: in = embedded + quarantined. With `scale.engine: dask` the cache
+misses are encoded on Dask workers, sharded by content hash (`mmd.scale.embed`); what
+the stage writes is the same.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class EmbedReport:
 
 def run_embed(settings: Settings, show_progress: bool = True) -> EmbedReport:
     from mmd.encoders import EmbeddingCache, build_encoder, embed_items, mix
+    from mmd.scale.engine import open_engine
 
     cfg = settings.params.embed
     at = settings.layout
@@ -52,7 +55,13 @@ def run_embed(settings: Settings, show_progress: bool = True) -> EmbedReport:
     items = read_table(at.items, ITEM_SCHEMA).select(["id", "text", "image_path", "image_sha256", "content_hash", "source"]).to_pylist()
     encoder = build_encoder(cfg, settings.root)
     cache = EmbeddingCache.for_encoder(at.embed_cache, encoder)
-    result = embed_items(items, encoder, cache, settings.data_dir, cfg.batch_size, cfg.num_workers, show_progress)
+    with open_engine(settings.params.scale) as engine:
+        if engine is None:
+            result = embed_items(items, encoder, cache, settings.data_dir, cfg.batch_size, cfg.num_workers, show_progress)
+        else:
+            from mmd.scale.embed import embed_sharded
+
+            result = embed_sharded(settings, items, encoder, cache, settings.data_dir, engine, show_progress)
     cache.flush()
 
     # an image that vanished since validation: the item is not embedded half-blind

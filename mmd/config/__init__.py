@@ -7,7 +7,7 @@ the file are resolved against the folder that holds the file, so the same code r
 any configuration (`mmd --params other.yaml …`). Secrets never live here: a source names the
 environment variable that holds its key.
 
-The sections' models live beside this module (`ingest`, `stages`, `gate`, `cycle`, `app`); each
+The sections' models live beside this module (`ingest`, `stages`, `gate`, `cycle`, `app`, `scale`); each
 detector family's section is its own (`mmd.models.families`).
 """
 
@@ -24,6 +24,7 @@ from mmd.config.cycle import CycleConfig, DemoConfig, DeploymentConfig, NotifyCo
 from mmd.config.gate import DriftConfig, Floors, GateConfig
 from mmd.config.ingest import (MEME_PRESETS, ClaimReviewSource, FactCheckApiSource, HttpConfig, ImageConfig,
                                InboxSource, IngestConfig, MediaEvalSource, MemeSource, MemeSpec, SourceConfig)
+from mmd.config.scale import ScaleConfig
 from mmd.config.stages import (CaptionEditConfig, DisSimParams, EmbedConfig, EvaluateConfig, Filter, HybridParams,
                                IndexConfig, KindRules, MemeRecomposeConfig, OpenClipConfig, OutOfContextConfig,
                                PrecomputedConfig, SelectConfig, SynthesizeConfig, TrainConfig, TrainSplits,
@@ -36,7 +37,8 @@ __all__ = ["AppConfig", "CaptionEditConfig", "ClaimReviewSource", "ConfigError",
            "Filter", "Floors", "GateConfig", "HttpConfig", "HybridParams", "ImageConfig", "InboxSource", "IndexConfig",
            "IngestConfig", "KindRules", "MEME_PRESETS", "MediaEvalSource", "MemeRecomposeConfig", "MemeSource",
            "MemeSpec", "NotifyConfig", "OpenClipConfig", "OutOfContextConfig", "Params", "PathsConfig",
-           "PrecomputedConfig", "ReviewConfig", "SelectConfig", "Settings", "SourceConfig", "SynthesizeConfig", "TrainConfig",
+           "PrecomputedConfig", "ReviewConfig", "ScaleConfig", "SelectConfig", "Settings", "SourceConfig",
+           "SynthesizeConfig", "TrainConfig",
            "TrainSplits", "UndeclaredSection", "ValidateConfig", "load_settings", "merge_params", "params_model",
            "parse_params", "read_params_file", "section_names"]
 
@@ -74,6 +76,7 @@ class CoreParams(_Strict):
     cycle: CycleConfig = CycleConfig()
     review: ReviewConfig = ReviewConfig()
     app: AppConfig = AppConfig()
+    scale: ScaleConfig = ScaleConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -92,6 +92,9 @@ class _Modality:
                 out[key] = self._vectors(p)[row]
         return out
 
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return [key for key in keys if key not in self.pending and key not in self.index]
+
     def put(self, keys: Sequence[str], vecs: np.ndarray) -> None:
         vecs = np.asarray(vecs, dtype=np.float32)
         if vecs.shape != (len(keys), self.dim):
@@ -184,6 +187,13 @@ class EmbeddingCache:
     def get_images(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
         return self._image.get(keys)
 
+    def missing_texts(self, keys: Iterable[str]) -> list[str]:
+        """The keys this cache holds no text vector for (nothing is read but the key index)."""
+        return self._text.missing(keys)
+
+    def missing_images(self, keys: Iterable[str]) -> list[str]:
+        return self._image.missing(keys)
+
     def put_images(self, keys: Sequence[str], vecs: np.ndarray) -> None:
         self._image.put(keys, vecs)
 
@@ -237,6 +247,30 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def image_content_keys(items: Sequence[dict[str, Any]], data_dir: Path) -> tuple[list[str | None], list[MissingImage]]:
+    """Each item's image cache key (its `image_sha256`, else the sha256 of the file's bytes), None for an item
+    without an image; an image whose bytes cannot be read is None too, and listed as missing."""
+    missing: list[MissingImage] = []
+    image_keys: list[str | None] = [None] * len(items)
+    for k, r in enumerate(items):
+        ref = r.get("image_path")
+        if not ref:
+            continue
+        key = r.get("image_sha256")
+        if not key:  # rows from outside ingest may lack the hash: take it from the bytes
+            path = resolve_image_path(Path(data_dir), ref)
+            try:
+                key = _file_sha256(path) if isinstance(path, Path) else None
+            except OSError as exc:
+                key = None
+                path = f"image file not readable: {exc}"
+            if key is None:
+                missing.append(MissingImage(str(r["id"]), ref, str(path)))
+                continue
+        image_keys[k] = key
+    return image_keys, missing
+
+
 def embed_items(
     items: Sequence[dict[str, Any]],
     encoder: Encoder,
@@ -269,26 +303,7 @@ def embed_items(
         return EmbedResult(ids, enc.text, enc.image, enc.has_image, n, int(enc.has_image.sum()), 0, 0, enc.missing_images)
 
     data_dir = Path(data_dir)
-    missing: list[MissingImage] = []
-
-    # ---- images: which keys, which are cached, which files to read
-    image_keys: list[str | None] = [None] * n
-    for k, r in enumerate(items):
-        ref = r.get("image_path")
-        if not ref:
-            continue
-        key = r.get("image_sha256")
-        if not key:  # rows from outside ingest may lack the hash: take it from the bytes
-            path = resolve_image_path(data_dir, ref)
-            try:
-                key = _file_sha256(path) if isinstance(path, Path) else None
-            except OSError as exc:
-                key = None
-                path = f"image file not readable: {exc}"
-            if key is None:
-                missing.append(MissingImage(ids[k], ref, str(path)))
-                continue
-        image_keys[k] = key
+    image_keys, missing = image_content_keys(items, data_dir)
     unique_images = list(dict.fromkeys(k for k in image_keys if k is not None))
     image_vecs: dict[str, np.ndarray] = cache.get_images(unique_images) if cache else {}
     cached_images = len(image_vecs)

@@ -14,7 +14,8 @@ Outputs, per family in `evaluate.families` that has a trained model:
   diff`) and `figures/<family>.png` (ROC, reliability, score histograms, confusion).
 
 A stage of its own, a function of versioned inputs only: the champion, which lives in the
-registry, is scored by the gate.
+registry, is scored by the gate. With `scale.engine: dask` the items are scored in shards on Dask
+workers (`mmd.scale.score`), the scores the same.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mmd.config import Settings
 from mmd.formats.scores import HOLDOUT, score_table
 from mmd.items import now_iso, write_table
 from mmd.results import EvaluateReport
+from mmd.scale.engine import open_engine
 
 def item_roles(settings: Settings) -> tuple[list[dict], dict[str, str]]:
     """Every validated item, and its role: holdout, train or val (as the detectors' data assembly
@@ -42,13 +44,15 @@ def item_roles(settings: Settings) -> tuple[list[dict], dict[str, str]]:
     return rows, {r["id"]: role_of.get(r["id"], "unlabelled" if r["label"] is None else "other") for r in rows}
 
 
-def scorer(settings: Settings, family: str, folder: Path, challenger: bool = False
+def scorer(settings: Settings, family: str, folder: Path, challenger: bool = False, engine=None
            ) -> tuple[dict, Callable[[list[dict]], np.ndarray]]:
-    """(the model's config, score(item rows) -> calibrated P(label 1)) for a saved model folder."""
+    """(the model's config, score(item rows) -> calibrated P(label 1)) for a saved model folder; with a
+    Dask `engine` (`mmd.scale`), the rows are scored in shards on its workers."""
     from mmd.models.serving import load_predictor
+    from mmd.scale.score import score_rows
 
     predictor = load_predictor(settings, family, folder, challenger=challenger)
-    return predictor.meta, lambda rows: predictor.score(rows, settings.data_dir)[0] if rows else np.zeros(0, np.float32)
+    return predictor.meta, lambda rows: score_rows(settings, family, folder, predictor, rows, engine, challenger)
 
 
 def holdout_metrics(y: np.ndarray, p: np.ndarray, settings: Settings) -> dict:
@@ -90,9 +94,9 @@ def write_plots(settings: Settings, family: str, y: np.ndarray, p: np.ndarray, a
     }
 
 
-def evaluate_family(settings: Settings, family: str, rows: list[dict], role: dict[str, str]) -> dict:
+def evaluate_family(settings: Settings, family: str, rows: list[dict], role: dict[str, str], engine=None) -> dict:
     started = time.perf_counter()
-    meta, score = scorer(settings, family, settings.layout.model(family), challenger=True)
+    meta, score = scorer(settings, family, settings.layout.model(family), challenger=True, engine=engine)
     scores = score(rows)
     write_table(score_table(rows, role, scores), settings.layout.evaluation_scores(family))
     held = np.array([role[r["id"]] == HOLDOUT for r in rows], bool)
@@ -120,13 +124,14 @@ def run_evaluate(settings: Settings, families: Sequence[str] | None = None,
                     "holdout": {"items": len(held), "label_1": sum(r["label"] == 1 for r in held),
                                 "label_0": sum(r["label"] == 0 for r in held)},
                     "families": {}}
-    for family in families or cfg.families:
-        if not (settings.layout.model(family) / "config.json").exists():
-            report["families"][family] = {"skipped": f"no trained model in {settings.layout.model(family)}"}
-            continue
-        report["families"][family] = evaluate_family(settings, family, rows, role)
-        if log:
-            h = report["families"][family]["holdout"]
-            log(f"{family}: " + (f"holdout macro-F1 {h['macro_f1']:.3f}, AUROC {h['auroc']}" if h else "no holdout"))
+    with open_engine(settings.params.scale) as engine:
+        for family in families or cfg.families:
+            if not (settings.layout.model(family) / "config.json").exists():
+                report["families"][family] = {"skipped": f"no trained model in {settings.layout.model(family)}"}
+                continue
+            report["families"][family] = evaluate_family(settings, family, rows, role, engine)
+            if log:
+                h = report["families"][family]["holdout"]
+                log(f"{family}: " + (f"holdout macro-F1 {h['macro_f1']:.3f}, AUROC {h['auroc']}" if h else "no holdout"))
     EvaluateReport.model_validate(report).write(settings.layout)
     return report

@@ -18,6 +18,7 @@ from mmd.gate.evidence import Items, gather
 from mmd.items import now_iso
 from mmd.registry import Registry
 from mmd.results import EvaluateReport, GateReport, ValidateReport
+from mmd.scale.engine import open_engine
 
 
 def run_gate(settings: Settings, families: Sequence[str] | None = None,
@@ -34,13 +35,14 @@ def run_gate(settings: Settings, families: Sequence[str] | None = None,
     for folder in (at.drift, at.registry):  # DVC outputs, even when nothing was written into them
         folder.mkdir(parents=True, exist_ok=True)
     report: dict = {"gated_at": now_iso(), "families": {}}
-    for family in families or list(evaluation.families):
-        ev = evaluation.families.get(family)
-        if ev is None or ev.skipped:
-            report["families"][family] = {"status": COULD_NOT_RUN, "action": "hold", "checks": [],
-                                          "reasons": [ev.skipped if ev else f"{family} was not evaluated"]}
-            continue
-        evidence = gather(settings, family, items, registry, validation)
-        report["families"][family] = act(settings, family, evidence, items, registry, log)
+    with open_engine(settings.params.scale) as engine:  # the champions' scoring, sharded with `scale.engine: dask`
+        for family in families or list(evaluation.families):
+            ev = evaluation.families.get(family)
+            if ev is None or ev.skipped:
+                report["families"][family] = {"status": COULD_NOT_RUN, "action": "hold", "checks": [],
+                                              "reasons": [ev.skipped if ev else f"{family} was not evaluated"]}
+                continue
+            evidence = gather(settings, family, items, registry, validation, engine)
+            report["families"][family] = act(settings, family, evidence, items, registry, log)
     GateReport.model_validate(report).write(at)
     return report

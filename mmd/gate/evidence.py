@@ -111,8 +111,10 @@ def _reference_ids(path: Path) -> list[str]:
     return read_parquet(path, ["id"]).column("id").to_pylist() if path.exists() else []
 
 
-def gather(settings: Settings, family: str, items: Items, registry: Registry, validation: Check) -> Evidence:
-    """Every check for this family's challenger (see the module docstring)."""
+def gather(settings: Settings, family: str, items: Items, registry: Registry, validation: Check,
+           engine=None) -> Evidence:
+    """Every check for this family's challenger (see the module docstring); the champion is scored on
+    `engine`'s Dask workers when there is one (`mmd.scale`)."""
     from mmd.evaluate.metrics import paired_bootstrap
 
     cfg, dcfg = settings.params.gate, settings.params.gate.drift
@@ -138,7 +140,8 @@ def gather(settings: Settings, family: str, items: Items, registry: Registry, va
     champion_error, champ_scores = None, {}
     if champion is not None:
         try:
-            _, score = scorer(settings, family, champion.path)  # the serving collection is the champion's
+            # the serving collection is the champion's
+            _, score = scorer(settings, family, champion.path, engine=engine)
             champ_scores = dict(zip([r["id"] for r in items.rows], map(float, score(items.rows))))
         except Exception as exc:  # another encoder, a missing file: the comparison cannot run, and says why
             champion_error = f"{type(exc).__name__}: {exc}"

@@ -248,11 +248,15 @@ def _features(settings: Settings, rows: list[dict], encoder, cache, data_dir: Pa
     return split, len(res.missing_images)
 
 
-def item_features(settings: Settings, rows: list[dict], encoder=None, data_dir: Path | None = None) -> Split:
+def item_features(settings: Settings, rows: list[dict], encoder=None, data_dir: Path | None = None,
+                  cache=None) -> Split:
     """Features of arbitrary item rows (`id`, `text`, optional `image_path` relative to `data_dir`,
-    the data folder by default), for prediction; labels are -1 where unknown."""
+    the data folder by default), for prediction; labels are -1 where unknown. `cache`: the embed
+    stage's cache opened read only by the caller (a worker scoring many shards opens it once)."""
     from mmd.encoders import build_encoder
 
     if encoder is None:
         encoder = build_encoder(settings.params.embed, settings.root)
-    return _features(settings, rows, encoder, _read_only_cache(settings, encoder), data_dir or settings.data_dir)[0]
+    if cache is None:
+        cache = _read_only_cache(settings, encoder)
+    return _features(settings, rows, encoder, cache, data_dir or settings.data_dir)[0]

@@ -109,6 +109,8 @@ def _role(row: dict, train_cfg) -> str:
 def run_review(settings: Settings, log=None) -> ReviewReport:
     """The review stage (see the module docstring)."""
     from mmd.models.serving import load_predictor
+    from mmd.scale.engine import open_engine
+    from mmd.scale.score import score_rows
 
     cfg, at = settings.params.review, settings.layout
     now = now_iso()
@@ -123,7 +125,9 @@ def run_review(settings: Settings, log=None) -> ReviewReport:
     if fresh and champs:
         if log:
             log(f"review: scoring {len(fresh)} fresh items with {', '.join(f'{f} v{v.number}' for f, v in champs.items())}")
-        per_family = {f: load_predictor(settings, f, v.path).score(fresh, settings.data_dir)[0] for f, v in champs.items()}
+        with open_engine(settings.params.scale) as engine:  # sharded over Dask workers with `scale.engine: dask`
+            per_family = {f: score_rows(settings, f, v.path, load_predictor(settings, f, v.path), fresh, engine)
+                          for f, v in champs.items()}
         candidates = [{"row": r, "scores": {f: float(s[n]) for f, s in per_family.items()}} for n, r in enumerate(fresh)]
         scored += [{"id": c["row"]["id"], "scored_at": now, "scores": json.dumps(c["scores"], sort_keys=True)}
                    for c in candidates]

@@ -56,10 +56,11 @@ BEFORE_TRAINING = (
     # review: its agreement rule decides which moderators' labels ingest passes on to training
     Stage("ingest", "mmd.stages.ingest", ("ingest", "review")),
     Stage("validate", "mmd.stages.validate", ("validate",)),
-    Stage("embed", "mmd.stages.embed", ("embed",)),
+    # scale: where the work runs (one process, or shards on Dask workers); the outputs are the same
+    Stage("embed", "mmd.stages.embed", ("embed", "scale")),
     Stage("index", "mmd.stages.index", ("index",)),
     Stage("synthesize", "mmd.stages.synthesize", ("synthesize", "embed", "index")),
-    Stage("select", "mmd.stages.select", ("select", "index")),
+    Stage("select", "mmd.stages.select", ("select", "index", "scale")),
 )
 _AFTER = ("evaluate", "gate", "report", "review")
 # what scoring a model reads beside its own section (the encoder, the store RKC searches, the holdout)
@@ -78,10 +79,13 @@ def after_training(families: Sequence[str]) -> tuple[Stage, ...]:
     from mmd.models.families import get
 
     sections = tuple(dict.fromkeys(s for f in families for s in (f, *get(f).reads)))
-    return (Stage("evaluate", "mmd.stages.evaluate", tuple(dict.fromkeys(("evaluate", *SCORING, *sections)))),
-            Stage("gate", "mmd.stages.gate", tuple(dict.fromkeys(("gate", "evaluate", "select", *SCORING, *sections)))),
+    # scale: where the champions and challengers are scored (one process, or shards on Dask workers)
+    return (Stage("evaluate", "mmd.stages.evaluate", tuple(dict.fromkeys(("evaluate", *SCORING, *sections, "scale")))),
+            Stage("gate", "mmd.stages.gate",
+                  tuple(dict.fromkeys(("gate", "evaluate", "select", *SCORING, *sections, "scale")))),
             Stage("report", "mmd.stages.report", ("train",)),
-            Stage("review", "mmd.stages.review", tuple(dict.fromkeys(("review", "evaluate", *SCORING, *sections)))))
+            Stage("review", "mmd.stages.review",
+                  tuple(dict.fromkeys(("review", "evaluate", *SCORING, *sections, "scale")))))
 
 
 def cycle_stages(families: Sequence[str]) -> list[Stage]:

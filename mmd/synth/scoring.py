@@ -76,10 +76,15 @@ def real_mean(target: np.ndarray) -> np.ndarray:
     return (mean / norm).astype(np.float32)
 
 
+def cosines(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """SemSim of some candidates: the cosine of each row to the real mean (a unit vector)."""
+    return (_unit(rows) @ mean).astype(np.float32)
+
+
 def semsim_scores(chunks: Iterable[np.ndarray], target: np.ndarray) -> np.ndarray:
     """Cosine of every candidate (streamed in chunks of rows) to the real mean; higher is closer."""
     mean = real_mean(target)
-    out = [(_unit(chunk) @ mean).astype(np.float32) for chunk in chunks if len(chunk)]
+    out = [cosines(chunk, mean) for chunk in chunks if len(chunk)]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -205,16 +210,18 @@ def reservoir(chunks: Iterable[np.ndarray], size: int, rng: np.random.Generator)
 
 
 def dissim_scores(
-    chunks: Callable[[], Iterable[np.ndarray]], target: np.ndarray, cfg: DisSimConfig = DisSimConfig(), seed: int = 0
+    chunks: Callable[[], Iterable[np.ndarray]], target: np.ndarray, cfg: DisSimConfig = DisSimConfig(), seed: int = 0,
+    score_pass: Callable[[Potential, Iterable[np.ndarray]], np.ndarray] = potentials,
 ) -> tuple[np.ndarray, Potential]:
     """Calibrated OT gradients of every candidate (lower = brings the pool closer to the real set).
 
     `chunks` is called twice (a pass to sample, a pass to score), so candidates may stream
-    from a file or a store without ever being held together.
+    from a file or a store without ever being held together. `score_pass` computes the scoring
+    pass's potentials (`potentials` here; `mmd.scale.synth` shards it over Dask workers).
     """
     sample = reservoir(chunks(), cfg.sample, np.random.default_rng(seed))
     potential = fit_potential(sample, target, cfg)
-    f = potentials(potential, _rechunk(chunks(), cfg.chunk))
+    f = score_pass(potential, _rechunk(chunks(), cfg.chunk))
     return calibrate(f), potential
 
 

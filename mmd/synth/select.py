@@ -16,7 +16,8 @@ candidates (`select.candidates`, a filter on the synthetic collection) from the 
 page by page. Writes under `<data>/selected/`: selected.parquet (the pool rows with
 rank and scores), features.parquet (their mixed vectors, the frame the drift gate
 compares with the real data), scores.parquet (every candidate's scores); and
-`reports/select.json`.
+`reports/select.json`. With `scale.engine: dask` the candidates' scoring passes run in
+shards on Dask workers (`mmd.scale.synth`); the store is still read here alone.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from mmd.synth.scoring import (
     check_pool,
     check_target,
     dissim_scores,
+    potentials,
     reservoir,
     rrf,
     semsim_scores,
@@ -64,8 +66,19 @@ def dissim_config(cfg: SelectConfig) -> DisSimConfig:
     return DisSimConfig(epsilon=d.epsilon, sample=d.sample, max_iter=d.max_iter, tol=d.tol, chunk=d.chunk)
 
 
-def choose(method: str, chunks: Chunks, n: int, target: np.ndarray, k: int, cfg: SelectConfig) -> Choice:
-    """Rank n candidates (streamed by `chunks`, callable more than once) against the real target; keep k."""
+def _semsim(chunks: Chunks, target: np.ndarray, scoring) -> np.ndarray:
+    return scoring.semsim(chunks(), target) if scoring is not None else semsim_scores(chunks(), target)
+
+
+def _dissim(chunks: Chunks, target: np.ndarray, cfg: SelectConfig, scoring):
+    return dissim_scores(chunks, target, dissim_config(cfg), cfg.seed,
+                         scoring.potentials if scoring is not None else potentials)
+
+
+def choose(method: str, chunks: Chunks, n: int, target: np.ndarray, k: int, cfg: SelectConfig,
+           scoring=None) -> Choice:
+    """Rank n candidates (streamed by `chunks`, callable more than once) against the real target; keep k.
+    `scoring`: a `mmd.scale.synth.ShardedScoring` runs SemSim and DisSim's scoring pass on Dask workers."""
     if k < 1:
         raise SelectionError(f"the budget k must be at least 1, got {k}")
     check_pool(n)
@@ -74,36 +87,36 @@ def choose(method: str, chunks: Chunks, n: int, target: np.ndarray, k: int, cfg:
         score = np.random.default_rng(cfg.seed).random(n)
         return Choice("random", top_k(score, k), score)
     if method == "semsim":
-        s = semsim_scores(chunks(), target)
+        s = _semsim(chunks, target, scoring)
         return Choice("semsim", top_k(s, k), s, {"semsim": s})
     if method == "dissim":
-        d, potential = dissim_scores(chunks, target, dissim_config(cfg), cfg.seed)
+        d, potential = _dissim(chunks, target, cfg, scoring)
         return Choice("dissim", top_k(-d, k), -d, {"dissim": d},
                       {"sinkhorn_iterations": potential.iterations, "marginal_error": potential.marginal_error})
     if method != "hybrid":
         raise SelectionError(f"unknown selection method {method!r}: random, semsim, dissim or hybrid")
     if cfg.hybrid.mode == "rrf":
-        s = semsim_scores(chunks(), target)
-        d, _ = dissim_scores(chunks, target, dissim_config(cfg), cfg.seed)
+        s = _semsim(chunks, target, scoring)
+        d, _ = _dissim(chunks, target, cfg, scoring)
         fused = rrf(s, d)
         return Choice("rrf", top_k(fused, k), fused, {"semsim": s, "dissim": d})
-    return _proxy(chunks, n, target, k, cfg)
+    return _proxy(chunks, n, target, k, cfg, scoring)
 
 
-def _proxy(chunks: Chunks, n: int, target: np.ndarray, k: int, cfg: SelectConfig) -> Choice:
+def _proxy(chunks: Chunks, n: int, target: np.ndarray, k: int, cfg: SelectConfig, scoring=None) -> Choice:
     held, fit = split_target(target, cfg.hybrid.holdout, cfg.seed)
     if len(held) < 2 or len(fit) < 2:
         # too few real points to hold any out: fall back to fusing both rankings
         choice = choose("hybrid", chunks, n, target, k, cfg.model_copy(update={"hybrid": cfg.hybrid.model_copy(
-            update={"mode": "rrf"})}))
+            update={"mode": "rrf"})}), scoring)
         choice.details["proxy"] = "fell back to rrf: too few real points to hold out"
         return choice
-    s = semsim_scores(chunks(), fit)
-    d, _ = dissim_scores(chunks, fit, dissim_config(cfg), cfg.seed)
+    s = _semsim(chunks, fit, scoring)
+    d, _ = _dissim(chunks, fit, cfg, scoring)
     winner, divergence = proxy_winner(chunks, s, d, held, k, cfg.dissim.epsilon, cfg.seed)
     # the winner ranks against the whole target; both scores go out, for the people reading them
-    s = semsim_scores(chunks(), target)
-    d, potential = dissim_scores(chunks, target, dissim_config(cfg), cfg.seed)
+    s = _semsim(chunks, target, scoring)
+    d, potential = _dissim(chunks, target, cfg, scoring)
     score = s if winner == "semsim" else -d
     return Choice(f"proxy:{winner}", top_k(score, k), score, {"semsim": s, "dissim": d},
                   {"proxy_divergence": divergence, "proxy_winner": winner, "proxy_holdout": len(held),
@@ -180,6 +193,7 @@ def run_select(settings: Settings, method: str | None = None, k: int | None = No
     """Score the synthetic pool against the real target in the store and write the selected set."""
     from mmd.formats.pool import pool_rows, sync_synthetic
     from mmd.index import ensure_indexed
+    from mmd.scale.engine import open_engine
     from mmd.store import open_store
 
     cfg = settings.params.select
@@ -204,7 +218,14 @@ def run_select(settings: Settings, method: str | None = None, k: int | None = No
 
         target = reservoir(target_stream(), cfg.max_target, np.random.default_rng(cfg.seed))
         ids, chunks = _stream(store, idx.synthetic_collection, cfg.candidates)
-        choice = choose(method, chunks, len(ids), target, k, cfg)
+        with open_engine(settings.params.scale) as engine:
+            scoring = None
+            if engine is not None:
+                from mmd.scale.synth import ShardedScoring
+
+                scale = settings.params.scale
+                scoring = ShardedScoring(engine, ids, scale.shards, scale.torch_threads)
+            choice = choose(method, chunks, len(ids), target, k, cfg, scoring)
     finally:
         store.close()
 

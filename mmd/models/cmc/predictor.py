@@ -194,5 +194,12 @@ class CMCScorer:
         from mmd.models.data import item_features
 
         split = item_features(self.settings, rows, self.encoder, data_dir=data_dir)
+        return self.finish_scores(self.score_features(split, data_dir)), split.has_image
+
+    def score_features(self, split: Split, data_dir: Path) -> dict[str, np.ndarray]:
+        """The whole score: CMC needs nothing beyond the features and its weights (any worker may run it)."""
         raw = raw_inputs(self.encoder, data_dir) if self.meta.get("finetuned") else None
-        return self.predictor.predict(split, raw), split.has_image
+        return {"score": self.predictor.predict(split, raw)}
+
+    def finish_scores(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        return parts["score"]

@@ -106,7 +106,10 @@ class Predictor:
     def rkc(self, store, split: Split, collection: str | None = None) -> np.ndarray:
         """RKC through the vector store (the database of the trained model plus added labels), in
         `collection` (the configured one by default)."""
-        g, _ = self.embed(split)
+        return self.rkc_of(store, self.embed(split)[0], collection)
+
+    def rkc_of(self, store, g: np.ndarray, collection: str | None = None) -> np.ndarray:
+        """RKC of embeddings `g` already computed (by `embed`, maybe on another machine)."""
         if not len(g):
             return np.zeros(0, np.float32)
         cfg = self.cfg
@@ -181,15 +184,27 @@ class RGCLScorer:
 
     def score(self, rows: list[dict], data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
         from mmd.models.data import item_features
-        from mmd.store import open_store
 
         split = item_features(self.settings, rows, self.encoder, data_dir=data_dir)
+        return self.finish_scores(self.score_features(split, data_dir)), split.has_image
+
+    def score_features(self, split: Split, data_dir: Path) -> dict[str, np.ndarray]:
+        """The model's part, without the store (it may run on a Dask worker): the head's scores, or the
+        embeddings g that RKC searches with."""
         if self.variant == "head":
-            return self.model.head_scores(split), split.has_image
+            return {"score": self.model.head_scores(split)}
+        return {"g": self.model.embed(split)[0]}
+
+    def finish_scores(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        """The scores from `score_features`' parts (of all rows, in order): RKC searches the store here."""
+        from mmd.store import open_store
+
+        if "score" in parts:
+            return parts["score"]
         with open_store(self.settings) as store:
             # a wiped store, or one holding another model's database, comes back from the files
             sync_database(self.settings, self.model, store, self.encoder, collection=self.collection)
-            return self.model.rkc(store, split, collection=self.collection), split.has_image
+            return self.model.rkc_of(store, parts["g"], collection=self.collection)
 
 
 def load_predictor(settings: Settings, folder: Path, challenger: bool = False) -> RGCLScorer:
