@@ -117,6 +117,11 @@ PROBE_POINTS, PROBE_QUERIES = 2000, 100
 
 
 # --------------------------------------------------------------------------- data
+
+def _sig(seconds: float) -> float:
+    """A time with three significant digits (a toy run's sub-millisecond epoch is not rounded to zero)."""
+    return float(f"{seconds:.3g}")
+
 def make_embeddings(n: int, dim: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim), dtype=np.float32)
@@ -381,8 +386,8 @@ def default_vs_bare(n: int, labels: np.ndarray, args) -> dict:
         "chunk": chunk,
         "bare": f"torch.mm(chunk of rows, all.T).topk({1 + h}) per chunk",
         "epochs": epochs,
-        "default_epoch_s_median": round(statistics.median(r["default_epoch_s"] for r in epochs), 3),
-        "bare_epoch_s_median": round(statistics.median(r["bare_epoch_s"] for r in epochs), 3),
+        "default_epoch_s_median": _sig(statistics.median(r["default_epoch_s"] for r in epochs)),
+        "bare_epoch_s_median": _sig(statistics.median(r["bare_epoch_s"] for r in epochs)),
         "ratio": round(statistics.median(r["ratio_default_over_bare"] for r in epochs), 3),
         "target_ratio": 1.2,
     }
@@ -483,24 +488,24 @@ def run_size(n: int, args) -> dict:
             rec = {
                 "epoch": epoch,
                 "refresh": "insert into an empty collection" if epoch == 1 else "overwrite the N points already there",
-                "store_epoch_s": round(store_s, 3),
-                "refresh_s": round(refresh_s, 3),
-                "upsert_s": round(sec.get("upsert", 0.0), 3),
+                "store_epoch_s": _sig(store_s),
+                "refresh_s": _sig(refresh_s),
+                "upsert_s": _sig(sec.get("upsert", 0.0)),
                 "upsert_pts_per_s": round(n / sec["upsert"], 1),
-                "stale_check_s": round(sec.get("stale_check", 0.0), 3),
-                "searches_measured_s": round(search_measured, 3),
-                "searches_per_epoch_s": round(searches_s, 3),
-                "other_s": round(other_s, 3),
+                "stale_check_s": _sig(sec.get("stale_check", 0.0)),
+                "searches_measured_s": _sig(search_measured),
+                "searches_per_epoch_s": _sig(searches_s),
+                "other_s": _sig(other_s),
                 "positive_queries": q_pos,
                 "negative_queries": q_neg,
                 "positive_qps": round(q_pos / sec["search_positive"], 1),
                 "negative_qps": round(q_neg / sec["search_negative"], 1),
                 "store_peak_extra_mib": mem.extra_mib,
-                "exact_epoch_s": round(exact_times[-1], 3),
+                "exact_epoch_s": _sig(exact_times[-1]),
                 "ratio_store_over_exact": round(store_s / exact_times[-1], 2),
-                "store_epoch_cpu_s": round(store_cpu, 3),
-                "searches_per_epoch_cpu_s": round(search_cpu * scale, 3),
-                "exact_epoch_cpu_s": round(exact_cpu[-1], 3),
+                "store_epoch_cpu_s": _sig(store_cpu),
+                "searches_per_epoch_cpu_s": _sig(search_cpu * scale),
+                "exact_epoch_cpu_s": _sig(exact_cpu[-1]),
                 "ratio_cpu_time": round(store_cpu / exact_cpu[-1], 2),
                 "agreement": agree,
                 **shard_state(base, folder),
@@ -522,14 +527,14 @@ def run_size(n: int, args) -> dict:
 
     store_times = [r["store_epoch_s"] for r in epochs]
     exact_med = statistics.median(exact_times)
-    row["exact"].update(epoch_s=[round(t, 3) for t in exact_times], median_epoch_s=round(exact_med, 3),
-                        epoch_cpu_s=[round(t, 3) for t in exact_cpu])
+    row["exact"].update(epoch_s=[_sig(t) for t in exact_times], median_epoch_s=_sig(exact_med),
+                        epoch_cpu_s=[_sig(t) for t in exact_cpu])
     row["epochs"] = epochs
     row["summary"] = {
         "store_first_epoch_s": store_times[0],
         "store_last_epoch_s": store_times[-1],
         "store_mean_epoch_s": round(float(np.mean(store_times)), 3),
-        "exact_epoch_s": round(exact_med, 3),
+        "exact_epoch_s": _sig(exact_med),
         "ratio_first_epoch": round(store_times[0] / exact_med, 2),
         "ratio_last_epoch": round(store_times[-1] / exact_med, 2),
         "ratio_mean": round(float(np.mean(store_times)) / exact_med, 2),
