@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast venv serve clean-demo lint experiment-synthetic experiment-cmc experiment-rgcl experiment-quality experiment-ocr
+.PHONY: demo test test-slow test-all venv serve clean-demo lint experiment-synthetic experiment-cmc experiment-rgcl experiment-quality experiment-ocr
 
 venv: $(STAMP)
 
@@ -27,13 +27,17 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/python -m flows.deploy serve
 
-# every tier (what CI runs); the 25 slowest tests are listed at the end
+# the fast tier (the default): everything but whole cycles, DVC projects, flows, servers, browsers and real data
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -m "not slow and not realdata" --durations=15
 
-# the fast tier for a developer's loop: no whole cycles, DVC projects, flows, browsers or real data
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not realdata"
+# the other tiers: the slow tests and those on ../shared/datasets (.ci/run runs `make test` then this)
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow or realdata" --durations=15
+
+# every tier in one run
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=25
 
 # Zeng et al.'s open questions on the real datasets in ../shared/datasets:
 # writes docs/experiments/synthetic-selection.{json,png} and its table

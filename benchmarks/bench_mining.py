@@ -122,6 +122,7 @@ def _sig(seconds: float) -> float:
     """A time with three significant digits (a toy run's sub-millisecond epoch is not rounded to zero)."""
     return float(f"{seconds:.3g}")
 
+
 def make_embeddings(n: int, dim: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim), dtype=np.float32)
