@@ -98,20 +98,39 @@ def micro(fn: Callable[[torch.Tensor], np.ndarray], step: int = MICRO_BATCH) -> 
     return lambda batch: np.concatenate([fn(batch[k : k + step]) for k in range(0, len(batch), step)])
 
 
+def towers(text_model, image_model, mode) -> tuple[Callable, Callable]:
+    """The two towers called directly under a grad mode (torch.no_grad, torch.inference_mode)."""
+    def text(batch):
+        with mode():
+            return text_model(**{k: torch.from_numpy(v) for k, v in batch.items()}).numpy()
+
+    def image(batch):
+        with mode():
+            return image_model(batch).numpy()
+
+    return text, micro(image)
+
+
+def data_args(ap, out_name: str) -> None:
+    """--data (the HarMeme copy) and --out (benchmarks/results/OUT_NAME), shared by the encoder benchmarks."""
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / out_name)
+
+
+def data_missing(args) -> bool:
+    """Says so, and True, when the HarMeme copy is absent (the benchmark then skips)."""
+    if (args.data / "train.jsonl").is_file():
+        return False
+    print(f"skipped: HarMeme not found at {args.data} (set MMD_SHARED_DATASETS)")
+    return True
+
+
 def variants(torch_enc, onnx_enc, compile_: bool) -> dict[str, tuple[Callable | None, Callable | None]]:
     """name -> (text batch -> vectors, uint8 image batch -> vectors); None where a variant is of one tower."""
     out = {"torch fp32": (torch_enc.encode_tokens, torch_enc.encode_image_tensors)}
     text_model, image_model = torch_enc.text_model, torch_enc.image_model
 
-    def no_grad_text(batch):
-        with torch.no_grad():
-            return text_model(**{k: torch.from_numpy(v) for k, v in batch.items()}).numpy()
-
-    def no_grad_image(batch):
-        with torch.no_grad():
-            return image_model(batch).numpy()
-
-    out["torch no_grad"] = (no_grad_text, micro(no_grad_image))
+    out["torch no_grad"] = towers(text_model, image_model, torch.no_grad)
     net_nchw = copy.deepcopy(image_model.net).to(memory_format=torch.contiguous_format)
 
     def channels_first(batch):
@@ -129,17 +148,8 @@ def variants(torch_enc, onnx_enc, compile_: bool) -> dict[str, tuple[Callable | 
 
         out["torch bf16 autocast"] = (autocast(torch_enc.encode_tokens), autocast(torch_enc.encode_image_tensors))
     if compile_:
-        text_c, image_c = torch.compile(text_model, dynamic=True), torch.compile(image_model, dynamic=False)
-
-        def compiled_text(batch):
-            with torch.inference_mode():
-                return text_c(**{k: torch.from_numpy(v) for k, v in batch.items()}).numpy()
-
-        def compiled_image(batch):
-            with torch.inference_mode():
-                return image_c(batch).numpy()
-
-        out["torch.compile"] = (compiled_text, micro(compiled_image))
+        out["torch.compile"] = towers(torch.compile(text_model, dynamic=True), torch.compile(image_model, dynamic=False),
+                                      torch.inference_mode)
     out["onnxruntime"] = (onnx_enc.encode_tokens, onnx_enc.encode_image_tensors)
     out["onnxruntime batch 32"] = (None, lambda batch: onnx_enc._image_onnx({"pixels": batch.numpy()}))
     return out
@@ -157,12 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="compute threads (default: the cores given)")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs of each, interleaved")
     ap.add_argument("--compile", action="store_true", help="also torch.compile (about a minute per tower)")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "encode.json")
+    data_args(ap, "encode.json")
     args = ap.parse_args(argv)
-
-    if not (args.data / "train.jsonl").is_file():
-        print(f"skipped: HarMeme not found at {args.data} (set MMD_SHARED_DATASETS)")
+    if data_missing(args):
         return 0
 
     rows = load_rows(args.data, args.n)

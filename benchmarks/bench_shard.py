@@ -41,7 +41,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 # a Dask worker process is spawned and re-runs this module's top level: everything heavy is imported in main()
-DEFAULT_DATA = Path(os.environ.get("MMD_SHARED_DATASETS", REPO.parent / "shared" / "datasets")) / "harmeme"
 
 
 def _load() -> float:
@@ -70,6 +69,8 @@ def _steal(before, after) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.bench_encode import data_args, data_missing, load_rows
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
@@ -77,12 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="rounds of a one-process, a warm sharded and a 1-thread run, per W")
     ap.add_argument("--shards", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "shard.json")
+    data_args(ap, "shard.json")
     args = ap.parse_args(argv)
-
-    if not (args.data / "train.jsonl").is_file():
-        print(f"skipped: HarMeme not found at {args.data} (set MMD_SHARED_DATASETS)")
+    if data_missing(args):
         return 0
 
     from importlib.metadata import version
@@ -91,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from PIL import Image
 
-    from benchmarks.bench_encode import load_rows
     from mmd.config import Settings, parse_params
     from mmd.encoders import EmbeddingCache, build_encoder, embed_items
     from mmd.scale.embed import embed_sharded
