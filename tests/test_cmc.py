@@ -169,7 +169,7 @@ def test_items_sharing_a_picture_weigh_one_item_together_and_classes_can_weigh_h
     has = np.array([True] * 12 + [False])
     split = Split([f"p{k}" for k in range(13)], labels, np.zeros((13, 2), np.float32), np.zeros((13, 2), np.float32),
                   has, np.zeros(13, bool), [], ["images/aa/viral.jpg"] * 10 + ["images/bb/a.jpg", "images/cc/b.jpg", None])
-    assert item_weights(CMCConfig(), split) is None
+    assert item_weights(CMCConfig(picture_weight="none"), split) is None
     w = item_weights(CMCConfig(picture_weight="equal"), split)
     assert w.mean() == pytest.approx(1.0)
     # four stories: the viral picture, two real pictures, the text-only post; each weighs 13/4 in all

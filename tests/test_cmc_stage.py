@@ -26,7 +26,7 @@ def _selected(tmp_path_factory, tiny_open_clip):
     root = tmp_path_factory.mktemp("cmc")
     settings = prepare_demo_project(
         root, tiny_open_clip, dict(memes=30, claims=12, posts=24), select={"k": 20},
-        cmc=dict(epochs=4, fusion_epochs=4, hidden=32, ablation=["text", "cmc"], nce={"feat_dim": 16, "k": 16},
+        cmc=dict(variant="cmc", epochs=4, fusion_epochs=4, hidden=32, ablation=["text", "cmc"], nce={"feat_dim": 16, "k": 16},
                  block={"mm_dim": 32, "chunks": 4, "rank": 3}))
     run_synthesize(settings)
     run_select(settings)

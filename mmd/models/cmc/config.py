@@ -80,7 +80,7 @@ class FinetuneConfig(_Strict):
 
 
 class CMCConfig(_Strict):
-    variant: VariantName = "cmc"
+    variant: VariantName = "text"
     # `mmd train --model cmc --ablation` trains each of these and writes the table
     ablation: tuple[VariantName, ...] = ("text", "text_distill", "image", "image_distill", "concat", "shared",
                                          "block", "cmc")
@@ -100,5 +100,5 @@ class CMCConfig(_Strict):
     class_weight: Literal["none", "balanced"] = "none"
     # equal: the items that share a picture weigh one item together in the loss (MediaEval's viral pictures
     # come with thousands of near-identical reposts); none: every item weighs one
-    picture_weight: Literal["none", "equal"] = "none"
+    picture_weight: Literal["none", "equal"] = "equal"
     calibrate: bool = True                  # temperature scaling on the validation split
