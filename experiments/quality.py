@@ -7,7 +7,7 @@ offline encoder (MiniLM-L6 text, EfficientNet-Lite0 image), seeds 0, 1, 2:
 - **HarMeme**, train -> val (the 175 labelled val memes; its test split is not in ../shared): the data of
   `make experiment-rgcl` (configs/experiment-rgcl.yaml: early stopping on 15% of train, carved by picture).
 - **MediaEval**, the 2015 development set with eight whole events held out (nepal, boston, eclipse, garissa,
-  sochi, samurai, bringback, passport: 2,916 posts, no picture or event shared with training): the data of
+  sochi, samurai, bringback, passport: 2,851 posts after dedupe, no picture or event shared with training): the data of
   `make experiment-cmc` (configs/experiment-cmc.yaml: posts only, plus the 100 DisSim-selected synthetic
   posts).
 
