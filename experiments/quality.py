@@ -44,7 +44,8 @@ CMC_ROWS = {
     "harmeme": [("cmc", "none", "none"), ("cmc", "none", "equal"), ("text", "none", "equal"),
                 ("text_distill", "balanced", "equal"), ("block", "balanced", "equal")],
     "mediaeval": [("cmc", "none", "none"), ("cmc", "none", "equal"), ("text", "none", "none"),
-                  ("text", "none", "equal"), ("text", "balanced", "equal"), ("text_distill", "balanced", "equal"),
+                  ("text", "none", "equal"), ("text", "balanced", "equal"), ("text_distill", "none", "equal"),
+                  ("text_distill", "balanced", "equal"),
                   ("block", "balanced", "equal")],
 }
 PUBLISHED = {

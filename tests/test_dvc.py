@@ -79,7 +79,7 @@ def test_repro_runs_every_stage_then_only_what_changed(project: Path, tmp_path: 
     assert (project / "data" / "selected" / "selected.parquet").exists()
     assert "data/selected" in (project / "dvc.lock").read_text()  # a versioned output
     trained = json.loads((project / "reports" / "train_cmc.json").read_text())
-    assert trained["variant"] == "text" and trained["data"]["train"]["synthetic"] > 0
+    assert trained["variant"] == "text_distill" and trained["data"]["train"]["synthetic"] > 0
     assert {"model.safetensors", "config.json", "metrics.json"} <= {p.name for p in (project / "data" / "models" / "cmc").iterdir()}
     assert "data/models/cmc" in (project / "dvc.lock").read_text()
     rgcl = json.loads((project / "reports" / "train_rgcl.json").read_text())

@@ -80,7 +80,7 @@ class FinetuneConfig(_Strict):
 
 
 class CMCConfig(_Strict):
-    variant: VariantName = "text"
+    variant: VariantName = "text_distill"
     # `mmd train --model cmc --ablation` trains each of these and writes the table
     ablation: tuple[VariantName, ...] = ("text", "text_distill", "image", "image_distill", "concat", "shared",
                                          "block", "cmc")
