@@ -80,8 +80,7 @@ def _flat(m: dict, label_names) -> dict[str, float]:
 
 def picture_clusters(split) -> np.ndarray:
     """A cluster id per item: items that share a picture resample together (text-only items alone)."""
-    keys = [p or f"id:{i}" for p, i in zip(split.image_paths, split.ids)]
-    _, cluster = np.unique(np.array(keys, dtype=object).astype(str), return_inverse=True)
+    _, cluster = np.unique(np.array(split.picture_keys()), return_inverse=True)
     return cluster
 
 
@@ -103,14 +102,21 @@ def cluster_interval(y: np.ndarray, scores: list[np.ndarray], cluster: np.ndarra
     return {c: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for c, v in values.items() if v}
 
 
-def logistic(data, features: Callable, class_weight: str | None, seed: int) -> np.ndarray:
+def fit_logistic(x: np.ndarray, y: np.ndarray, class_weight: str | None = "balanced",
+                 seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """A logistic regression (C = 1) on standardised features: features -> P(label 1). The baseline of the
+    quality and OCR experiments."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    scaler = StandardScaler().fit(features(data.train))
+    scaler = StandardScaler().fit(x)
     clf = LogisticRegression(C=1.0, max_iter=5000, class_weight=class_weight, random_state=seed)
-    clf.fit(scaler.transform(features(data.train)), data.train.labels)
-    return clf.predict_proba(scaler.transform(features(data.test)))[:, 1]
+    clf.fit(scaler.transform(x), y)
+    return lambda z: clf.predict_proba(scaler.transform(z))[:, 1]
+
+
+def logistic(data, features: Callable, class_weight: str | None, seed: int) -> np.ndarray:
+    return fit_logistic(features(data.train), data.train.labels, class_weight, seed)(features(data.test))
 
 
 def measure(name: str, settings, log: Callable[[str], None], stored: dict | None = None) -> dict:

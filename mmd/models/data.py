@@ -79,6 +79,12 @@ class Split:
                      self.has_image[idx], self.synthetic[idx], [self.texts[i] for i in idx] if self.texts else [],
                      [self.image_paths[i] for i in idx] if self.image_paths else [])
 
+    def picture_keys(self) -> list[str]:
+        """Each item's picture (a stored path names its content), or `id:<id>` for an item without one:
+        the items that share a key are one story (the loss weights, the picture-clustered bootstrap)."""
+        paths = self.image_paths or [None] * len(self)
+        return [p if p and h else f"id:{i}" for p, h, i in zip(paths, self.has_image, self.ids)]
+
     def summary(self) -> dict:
         return {"items": len(self), "label_1": int(self.labels.sum()), "label_0": int(len(self) - self.labels.sum()),
                 "with_image": int(self.has_image.sum()), "synthetic": int(self.synthetic.sum())}

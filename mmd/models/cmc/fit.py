@@ -99,10 +99,7 @@ def item_weights(cfg: CMCConfig, split: Split) -> np.ndarray | None:
         return None
     w = np.ones(len(split), np.float64)
     if cfg.picture_weight == "equal":
-        paths = split.image_paths or [None] * len(split)  # the store names a picture by its content
-        keys = [p if p and h else f"id:{i}" for p, h, i in zip(paths, split.has_image, split.ids)]
-        _, inverse, counts = np.unique(np.array(keys, dtype=object).astype(str), return_inverse=True,
-                                       return_counts=True)
+        _, inverse, counts = np.unique(np.array(split.picture_keys()), return_inverse=True, return_counts=True)
         w /= counts[inverse]
     if cfg.class_weight == "balanced":
         total = w.sum()
