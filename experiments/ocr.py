@@ -19,6 +19,7 @@ OCR results are kept in the data folders (`ocr.json`, by image digest), so a rer
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -29,6 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
+
+from quality import fit_logistic  # noqa: E402  the experiments' one baseline classifier
 
 
 def ocr_texts(settings, rows: list[dict]) -> list[str]:
@@ -49,12 +52,20 @@ def ocr_texts(settings, rows: list[dict]) -> list[str]:
     return [known.get(r.get("image_sha256") or "", "") for r in rows]
 
 
-def vectors(settings, rows: list[dict], texts: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Text and image vectors of rows (texts replaced by `texts` when given), the embed stage's cache read."""
-    from mmd.encoders import EmbeddingCache, build_encoder, embed_items
+@functools.lru_cache(maxsize=2)
+def _encoder(settings):
+    """The encoder and the embed stage's cache (read only), loaded once per settings."""
+    from mmd.encoders import EmbeddingCache, build_encoder
 
     encoder = build_encoder(settings.params.embed, settings.root)
-    cache = EmbeddingCache.for_encoder(settings.layout.embed_cache, encoder, read_only=True)
+    return encoder, EmbeddingCache.for_encoder(settings.layout.embed_cache, encoder, read_only=True)
+
+
+def vectors(settings, rows: list[dict], texts: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Text and image vectors of rows (texts replaced by `texts` when given), the embed stage's cache read."""
+    from mmd.encoders import embed_items
+
+    encoder, cache = _encoder(settings)
     if texts is not None:
         rows = [dict(r, text=t) for r, t in zip(rows, texts)]
     res = embed_items(rows, encoder, cache, settings.data_dir, settings.params.embed.batch_size, 0)
@@ -62,19 +73,10 @@ def vectors(settings, rows: list[dict], texts: list[str] | None = None) -> tuple
 
 
 def figures(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+    from mmd.evaluate.metrics import classification_metrics
 
-    return {"auroc": float(roc_auc_score(y, p)), "accuracy": float(accuracy_score(y, p >= 0.5)),
-            "macro_f1": float(f1_score(y, p >= 0.5, average="macro"))}
-
-
-def fit(x: np.ndarray, y: np.ndarray):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(x)
-    clf = LogisticRegression(C=1.0, max_iter=5000, class_weight="balanced").fit(scaler.transform(x), y)
-    return lambda z: clf.predict_proba(scaler.transform(z))[:, 1]
+    m = classification_metrics(y, p)
+    return {"auroc": float(m["auroc"]), "accuracy": float(m["accuracy"]), "macro_f1": float(m["macro_f1"])}
 
 
 def labelled(settings, test_of) -> tuple[list[dict], np.ndarray, np.ndarray]:
@@ -91,16 +93,16 @@ def harmeme(settings) -> dict:
     read = ocr_texts(settings, rows)
     ocr, _ = vectors(settings, rows, read)
     tr, te = ~test, test
-    trained_own = fit(np.hstack([own, image])[tr], y[tr])
+    trained_own = fit_logistic(np.hstack([own, image])[tr], y[tr])
     out = {
         "trained on own text + picture, tested with it": trained_own(np.hstack([own, image])[te]),
         "  the same model, tested without the text (picture only)": trained_own(np.hstack([none, image])[te]),
         "  the same model, tested with OCR's text in its place": trained_own(np.hstack([ocr, image])[te]),
-        "trained and tested on OCR's text + picture": fit(np.hstack([ocr, image])[tr], y[tr])(
+        "trained and tested on OCR's text + picture": fit_logistic(np.hstack([ocr, image])[tr], y[tr])(
             np.hstack([ocr, image])[te]),
-        "trained and tested on the picture alone": fit(image[tr], y[tr])(image[te]),
-        "own text alone": fit(own[tr], y[tr])(own[te]),
-        "OCR's text alone": fit(ocr[tr], y[tr])(ocr[te]),
+        "trained and tested on the picture alone": fit_logistic(image[tr], y[tr])(image[te]),
+        "own text alone": fit_logistic(own[tr], y[tr])(own[te]),
+        "OCR's text alone": fit_logistic(ocr[tr], y[tr])(ocr[te]),
     }
     return {"items": {"train": int(tr.sum()), "test": int(te.sum())},
             "pictures_with_ocr_text": float(np.mean([bool(t) for t in read])),
@@ -109,8 +111,8 @@ def harmeme(settings) -> dict:
 
 def mediaeval(settings) -> dict:
     rows, y, test = labelled(settings, lambda r: r["split"] == "test")
-    rows_y = [(r, v, t) for r, v, t in zip(rows, y, test) if r["source"] == "mediaeval"]
-    rows, y, test = [r for r, _, _ in rows_y], np.array([v for _, v, _ in rows_y]), np.array([t for *_, t in rows_y])
+    keep = np.array([r["source"] == "mediaeval" for r in rows])
+    rows, y, test = [r for r, k in zip(rows, keep) if k], y[keep], test[keep]
     own, image = vectors(settings, rows)
     read = ocr_texts(settings, rows)
     ocr, _ = vectors(settings, rows, read)
@@ -118,12 +120,12 @@ def mediaeval(settings) -> dict:
     ocr[~has] = 0.0  # no words in the picture: no OCR block
     tr, te = ~test, test
     out = {
-        "own text": fit(own[tr], y[tr])(own[te]),
-        "own text + OCR's text of the picture": fit(np.hstack([own, ocr])[tr], y[tr])(np.hstack([own, ocr])[te]),
-        "own text + picture": fit(np.hstack([own, image])[tr], y[tr])(np.hstack([own, image])[te]),
-        "own text + OCR's text + picture": fit(np.hstack([own, ocr, image])[tr], y[tr])(
+        "own text": fit_logistic(own[tr], y[tr])(own[te]),
+        "own text + OCR's text of the picture": fit_logistic(np.hstack([own, ocr])[tr], y[tr])(np.hstack([own, ocr])[te]),
+        "own text + picture": fit_logistic(np.hstack([own, image])[tr], y[tr])(np.hstack([own, image])[te]),
+        "own text + OCR's text + picture": fit_logistic(np.hstack([own, ocr, image])[tr], y[tr])(
             np.hstack([own, ocr, image])[te]),
-        "OCR's text alone": fit(ocr[tr], y[tr])(ocr[te]),
+        "OCR's text alone": fit_logistic(ocr[tr], y[tr])(ocr[te]),
     }
     return {"items": {"train": int(tr.sum()), "test": int(te.sum())}, "posts_with_ocr_text": float(has.mean()),
             "rows": {k: figures(y[te], p) for k, p in out.items()}}
