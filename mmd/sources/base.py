@@ -13,7 +13,6 @@ keep one bad record or one bad file from stopping the rest.
 from __future__ import annotations
 
 import json
-
 import os
 import re
 import stat
